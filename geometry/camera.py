@@ -1,0 +1,169 @@
+"""Pinhole camera with OpenCV distortion, calibration.npz I/O and the zoom -> focal-length model.
+
+Camera frame C is OpenCV's (x right, y down, z forward). Pixels (u, v) have their origin at the top-left
+pixel's centre. Distortion follows OpenCV's model: (k1, k2, p1, p2[, k3[, k4, k5, k6]]).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+from scipy.interpolate import PchipInterpolator
+
+
+def _as_dist(dist: np.ndarray | None) -> np.ndarray:
+    d = np.zeros(8) if dist is None else np.asarray(dist, dtype=float).ravel()
+    if d.size not in (0, 4, 5, 8):
+        raise ValueError(f"distortion must have 4, 5 or 8 coefficients (OpenCV model), got {d.size}")
+    out = np.zeros(8)
+    out[: d.size] = d
+    return out
+
+
+@dataclass(frozen=True)
+class Intrinsics:
+    """Camera intrinsics: K (3x3, pixels), OpenCV distortion (8 coefficients), image size (width, height)."""
+
+    K: np.ndarray
+    dist: np.ndarray = field(default_factory=lambda: np.zeros(8))
+    image_size: tuple[int, int] = (0, 0)
+
+    def __post_init__(self) -> None:
+        K = np.asarray(self.K, dtype=float)
+        if K.shape != (3, 3) or not np.all(np.isfinite(K)) or K[0, 0] <= 0 or K[1, 1] <= 0:
+            raise ValueError("K must be a finite 3x3 matrix with positive focal lengths")
+        object.__setattr__(self, "K", K)
+        object.__setattr__(self, "dist", _as_dist(self.dist))
+        object.__setattr__(self, "image_size", (int(self.image_size[0]), int(self.image_size[1])))
+
+    @classmethod
+    def from_fov(cls, hfov_deg: float, width: int, height: int, dist: np.ndarray | None = None) -> Intrinsics:
+        """Square-pixel intrinsics with horizontal field of view ``hfov_deg``, principal point centred."""
+        f = (width / 2.0) / np.tan(np.radians(hfov_deg) / 2.0)
+        K = np.array([[f, 0.0, (width - 1) / 2.0], [0.0, f, (height - 1) / 2.0], [0.0, 0.0, 1.0]])
+        return cls(K, dist, (width, height))
+
+    @property
+    def fx(self) -> float:
+        return float(self.K[0, 0])
+
+    @property
+    def fy(self) -> float:
+        return float(self.K[1, 1])
+
+    @property
+    def has_distortion(self) -> bool:
+        return bool(np.any(self.dist != 0))
+
+    def distort_normalized(self, xy: np.ndarray) -> np.ndarray:
+        """Apply the distortion model to normalised image coordinates (N, 2) -> (N, 2)."""
+        k1, k2, p1, p2, k3, k4, k5, k6 = self.dist
+        x, y = xy[:, 0], xy[:, 1]
+        r2 = x * x + y * y
+        radial = (1 + r2 * (k1 + r2 * (k2 + r2 * k3))) / (1 + r2 * (k4 + r2 * (k5 + r2 * k6)))
+        xd = x * radial + 2 * p1 * x * y + p2 * (r2 + 2 * x * x)
+        yd = y * radial + p1 * (r2 + 2 * y * y) + 2 * p2 * x * y
+        return np.stack([xd, yd], axis=1)
+
+    def project(self, points_C: np.ndarray) -> np.ndarray:
+        """Project camera-frame points or directions (N, 3) to distorted pixels (N, 2). Points need z > 0."""
+        P = np.asarray(points_C, dtype=float).reshape(-1, 3)
+        xy = self.distort_normalized(P[:, :2] / P[:, 2:3])
+        return xy @ self.K[:2, :2].T + self.K[:2, 2]
+
+    def undistort_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        """Distorted pixels (N, 2) -> normalised undistorted coordinates (N, 2) (iterative inverse)."""
+        uv = np.asarray(pixels, dtype=np.float64).reshape(-1, 1, 2)
+        if not self.has_distortion:
+            xy = (uv.reshape(-1, 2) - self.K[:2, 2]) @ np.linalg.inv(self.K[:2, :2]).T
+            return xy
+        crit = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 50, 1e-12)
+        return cv2.undistortPointsIter(uv, self.K, self.dist, None, None, crit).reshape(-1, 2)
+
+    def unproject(self, pixels: np.ndarray) -> np.ndarray:
+        """Distorted pixels (N, 2) -> unit bearing vectors in the camera frame (N, 3)."""
+        xy = self.undistort_pixels(pixels)
+        b = np.hstack([xy, np.ones((len(xy), 1))])
+        return b / np.linalg.norm(b, axis=1, keepdims=True)
+
+    def scaled(self, scale: float) -> Intrinsics:
+        """Intrinsics of the same camera with images resized by ``scale`` (pixel centres at integers)."""
+        S = np.diag([scale, scale, 1.0])
+        S[:2, 2] = 0.5 * scale - 0.5
+        w, h = self.image_size
+        return Intrinsics(S @ self.K, self.dist, (round(w * scale), round(h * scale)))
+
+    def with_focal(self, fx: float) -> Intrinsics:
+        """Same principal point, aspect ratio and distortion with focal length ``fx`` (pixels)."""
+        K = self.K.copy()
+        ratio = fx / K[0, 0]
+        K[0, 0] *= ratio
+        K[0, 1] *= ratio
+        K[1, 1] *= ratio
+        return Intrinsics(K, self.dist, self.image_size)
+
+
+def save_calibration(path: str | Path, intr: Intrinsics, rms: float) -> None:
+    """Write the seed's ``calibration.npz`` (camera_matrix, dist_coeffs, image_size, rms)."""
+    np.savez(
+        Path(path),
+        camera_matrix=intr.K,
+        dist_coeffs=intr.dist[np.newaxis, :8] if np.any(intr.dist[5:]) else intr.dist[np.newaxis, :5],
+        image_size=np.array(intr.image_size, dtype=np.int64),
+        rms=np.float64(rms),
+    )
+
+
+def load_calibration(path: str | Path) -> tuple[Intrinsics, float]:
+    """Read a seed-compatible ``calibration.npz``; returns (intrinsics, rms in pixels)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"calibration file not found: {path}")
+    with np.load(path) as z:
+        missing = {"camera_matrix", "dist_coeffs"} - set(z.files)
+        if missing:
+            raise ValueError(f"{path}: missing {sorted(missing)} (expected the seed's calibration.npz)")
+        size = tuple(int(v) for v in z["image_size"]) if "image_size" in z.files else (0, 0)
+        rms = float(z["rms"]) if "rms" in z.files else float("nan")
+        return Intrinsics(z["camera_matrix"], z["dist_coeffs"], size), rms
+
+
+@dataclass(frozen=True)
+class ZoomModel:
+    """Focal length (pixels, at the calibrated image size) as a monotone function of ONVIF zoom 0..1.
+
+    A table of (zoom, fx) samples interpolated with a shape-preserving PCHIP spline; zooms outside the
+    table are clamped to its ends.
+    """
+
+    zoom: tuple[float, ...]
+    focal_px: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        z, f = np.asarray(self.zoom, float), np.asarray(self.focal_px, float)
+        if z.shape != f.shape or z.size == 0:
+            raise ValueError("zoom and focal_px must be non-empty and of equal length")
+        if np.any(np.diff(z) <= 0) or np.any(np.diff(f) < 0) or np.any(f <= 0):
+            raise ValueError("zoom must increase strictly and focal_px must be positive and non-decreasing")
+        if z[0] < 0 or z[-1] > 1:
+            raise ValueError("zoom samples must lie in 0..1 (ONVIF normalised)")
+
+    @classmethod
+    def constant(cls, fx: float) -> ZoomModel:
+        return cls((0.0,), (float(fx),))
+
+    def focal(self, zoom: float) -> float:
+        z, f = np.asarray(self.zoom, float), np.asarray(self.focal_px, float)
+        zc = float(np.clip(zoom, z[0], z[-1]))
+        if z.size == 1:
+            return float(f[0])
+        if z.size == 2:
+            return float(np.interp(zc, z, f))
+        return float(PchipInterpolator(z, f)(zc))
+
+    def intrinsics_at(self, base: Intrinsics, zoom: float) -> Intrinsics:
+        """Intrinsics at ``zoom``: ``base`` with its focal length replaced by the model's."""
+        return base.with_focal(self.focal(zoom))
