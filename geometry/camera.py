@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import cv2
 import numpy as np
@@ -81,7 +82,11 @@ class Intrinsics:
             xy = (uv.reshape(-1, 2) - self.K[:2, 2]) @ np.linalg.inv(self.K[:2, :2]).T
             return xy
         crit = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 50, 1e-12)
-        return cv2.undistortPointsIter(uv, self.K, self.dist, None, None, crit).reshape(-1, 2)
+        # OpenCV 5 folded undistortPointsIter into undistortPoints(criteria=...)
+        undistort_iter = getattr(cv2, "undistortPointsIter", None)
+        if undistort_iter is not None:
+            return undistort_iter(uv, self.K, self.dist, None, None, crit).reshape(-1, 2)
+        return cv2.undistortPoints(uv, self.K, self.dist, None, None, criteria=crit).reshape(-1, 2)
 
     def unproject(self, pixels: np.ndarray) -> np.ndarray:
         """Distorted pixels (N, 2) -> unit bearing vectors in the camera frame (N, 3)."""
@@ -106,10 +111,10 @@ class Intrinsics:
         return Intrinsics(K, self.dist, self.image_size)
 
 
-def save_calibration(path: str | Path, intr: Intrinsics, rms: float) -> None:
-    """Write the seed's ``calibration.npz`` (camera_matrix, dist_coeffs, image_size, rms)."""
+def save_calibration(path: str | Path | BinaryIO, intr: Intrinsics, rms: float) -> None:
+    """Write the seed's ``calibration.npz`` (camera_matrix, dist_coeffs, image_size, rms): path or file."""
     np.savez(
-        Path(path),
+        path if hasattr(path, "write") else Path(path),
         camera_matrix=intr.K,
         dist_coeffs=intr.dist[np.newaxis, :8] if np.any(intr.dist[5:]) else intr.dist[np.newaxis, :5],
         image_size=np.array(intr.image_size, dtype=np.int64),
@@ -117,11 +122,12 @@ def save_calibration(path: str | Path, intr: Intrinsics, rms: float) -> None:
     )
 
 
-def load_calibration(path: str | Path) -> tuple[Intrinsics, float]:
-    """Read a seed-compatible ``calibration.npz``; returns (intrinsics, rms in pixels)."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"calibration file not found: {path}")
+def load_calibration(path: str | Path | BinaryIO) -> tuple[Intrinsics, float]:
+    """Read a seed-compatible ``calibration.npz`` from a path or file; returns (intrinsics, rms in pixels)."""
+    if not hasattr(path, "read"):
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"calibration file not found: {path}")
     with np.load(path) as z:
         missing = {"camera_matrix", "dist_coeffs"} - set(z.files)
         if missing:
