@@ -7,7 +7,8 @@
    non-coplanar points with CALIB_USE_INTRINSIC_GUESS (K0: focal = image width, principal point at the
    centre) and distortion fixed at zero. OpenCV's K has no skew: it fits 10 parameters where a 3x4 P has 11.
 
-Run: .venv/bin/python bench/calibration.py  (times are medians of interleaved repeats, wall clock)
+Run from the repository root: .venv/bin/python -m bench.calibration
+(times are medians of interleaved repeats, wall clock)
 """
 
 from __future__ import annotations
@@ -20,14 +21,15 @@ from pathlib import Path
 # Before numpy loads: these are small dense problems, where BLAS threads only add overhead on a shared CPU.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-from report import markdown_table, shared_data, write_section  # noqa: E402  (bench/ is sys.path[0])
+import cv2
+import numpy as np
 
-from geometry.dlt import dlt_camera_matrix, gold_standard_camera_matrix, reprojection_rms  # noqa: E402
-from geometry.intrinsics import board_points, calibrate_from_corners, detect_chessboard_corners  # noqa: E402
+from bench.report import markdown_table, shared_data, write_section
+from geometry.dlt import dlt_camera_matrix, gold_standard_camera_matrix, reprojection_rms
+from geometry.intrinsics import board_points, calibrate_from_corners, detect_chessboard_corners
+from ptz_pipeline_tests.datasets import load_model_house, opencv_chessboard_paths
 
-COMMAND = ".venv/bin/python bench/calibration.py"
+COMMAND = ".venv/bin/python -m bench.calibration"
 REPEATS = 15
 PATTERN = (9, 6)
 HOUSE_IMAGE_SIZE = (768, 576)
@@ -51,7 +53,7 @@ def _met(ok: bool) -> str:
 
 
 def chessboard_section(data: Path) -> str:
-    paths = sorted((data / "opencv_left_chessboard" / "images").glob("left*.jpg"))
+    paths = opencv_chessboard_paths(data / "opencv_left_chessboard")
     images = [cv2.imread(str(p), cv2.IMREAD_GRAYSCALE) for p in paths]
     corners = [detect_chessboard_corners(img, PATTERN) for img in images]
     if any(c is None for c in corners):
@@ -69,17 +71,21 @@ def chessboard_section(data: Path) -> str:
     ms = median_ms({"ours": ours, "opencv": opencv})
     detect_ms = median_ms({"detect": lambda: [detect_chessboard_corners(i, PATTERN) for i in images]}, 3)
     cal, (rms_cv, K_cv, dist_cv, _, _) = ours(), opencv()
-    K = cal.intrinsics.K
-    rows = [
-        ["ours (Zhang + LM, scipy MINPACK)", cal.rms, *K[[0, 1, 0, 1], [0, 1, 2, 2]], cal.intrinsics.dist[0]],
-        ["cv2.calibrateCamera", rms_cv, *K_cv[[0, 1, 0, 1], [0, 1, 2, 2]], dist_cv.ravel()[0]],
-    ]
-    rows[0].append(ms["ours"])
-    rows[1].append(ms["opencv"])
+    results = {
+        "ours (Zhang + LM, Schur complement)": (
+            cal.rms,
+            cal.intrinsics.K,
+            cal.intrinsics.dist[0],
+            ms["ours"],
+        ),
+        "cv2.calibrateCamera": (rms_cv, K_cv, dist_cv.ravel()[0], ms["opencv"]),
+    }
+    rows = [[name, rms, *K[[0, 1, 0, 1], [0, 1, 2, 2]], k1, t] for name, (rms, K, k1, t) in results.items()]
     table = markdown_table(["method", "RMS px", "fx", "fy", "cx", "cy", "k1", "time ms"], rows)
     rms_ratio, time_ratio = cal.rms / rms_cv, ms["ours"] / ms["opencv"]
     verdict = (
-        f"RMS ratio ours/OpenCV **{rms_ratio:.6f}** (target <= 1.00: {_met(rms_ratio <= 1.0)}); "
+        f"RMS ratio ours/OpenCV **{rms_ratio:.6f}** (target <= 1.00: {_met(rms_ratio <= 1.0)}; "
+        f"difference {cal.rms - rms_cv:+.1e} px); "
         f"time ratio **{time_ratio:.2f}x** (target <= 3x: {_met(time_ratio <= 3.0)})."
     )
     return "\n".join(
@@ -95,22 +101,6 @@ def chessboard_section(data: Path) -> str:
             verdict,
         ]
     )
-
-
-def load_model_house(root: Path) -> list[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
-    """Per view of the VGG Model House: (view, 3-D points X (N, 3), matched corners x (N, 2), published P)."""
-    X_all = np.loadtxt(root / "3D" / "house.p3d")
-    matches = [
-        line.split() for line in (root / "2D" / "house.nview-corners").read_text().splitlines() if line
-    ]
-    views = []
-    for v in range(len(matches[0])):
-        corners = np.loadtxt(root / "2D" / f"house.{v:03d}.corners")
-        pairs = np.array([(i, int(row[v])) for i, row in enumerate(matches) if row[v] != "*"])
-        views.append(
-            (v, X_all[pairs[:, 0]], corners[pairs[:, 1]], np.loadtxt(root / "3D" / f"house.{v:03d}.P"))
-        )
-    return views
 
 
 def opencv_resection(X: np.ndarray, x: np.ndarray) -> np.ndarray:

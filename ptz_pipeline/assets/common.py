@@ -1,0 +1,105 @@
+"""Helpers shared by the asset families: per-camera artefacts in storage and grouped (multi-key) outcomes."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections import defaultdict
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+
+import dagster as dg
+import numpy as np
+
+from geometry.camera import Intrinsics, ZoomModel, load_calibration
+from geometry.offsets import FrameObservation
+from ptz_pipeline import scans
+from ptz_pipeline.devices import CameraConfig
+from ptz_pipeline.partitions import split_camera_hour
+from ptz_pipeline.resources.storage import ObjectStorageResource
+
+
+def keys_by_camera(partition_keys: list[str]) -> dict[str, list[str]]:
+    """camera key -> sorted hour keys of a grouped run's camera x hour partition keys."""
+    grouped: dict[str, list[str]] = defaultdict(list)
+    for key in partition_keys:
+        camera, hour = split_camera_hour(key)
+        grouped[camera].append(hour)
+    return {camera: sorted(hours) for camera, hours in sorted(grouped.items())}
+
+
+@dataclass
+class GroupedOutcome:
+    """What happened to each partition key of a grouped run: metadata for successes, reasons for failures."""
+
+    succeeded: dict[str, Mapping[str, object]]
+    failed: dict[str, str]
+
+    @classmethod
+    def empty(cls) -> GroupedOutcome:
+        return cls({}, {})
+
+    def report(self, asset_key: dg.AssetKey) -> Iterator[dg.AssetMaterialization]:
+        """Yield one materialization per succeeded key, then raise a Failure naming the failed keys.
+
+        Only the failed keys then show FAILED in the UI; logging without raising would mark every key
+        materialized (see DESIGN.md).
+        """
+        for key, metadata in self.succeeded.items():
+            yield dg.AssetMaterialization(asset_key=asset_key, partition=key, metadata=dict(metadata))
+        if self.failed:
+            total = len(self.failed) + len(self.succeeded)
+            lines = [f"{key}: {reason}" for key, reason in sorted(self.failed.items())]
+            raise dg.Failure(
+                description=f"{len(self.failed)} of {total} partitions failed:\n" + "\n".join(lines),
+                metadata={"failed_partitions": dg.MetadataValue.json(self.failed)},
+            )
+
+
+def load_intrinsics(storage: ObjectStorageResource, camera: CameraConfig) -> tuple[Intrinsics, ZoomModel]:
+    """The camera_intrinsics artefacts: intrinsics at zoom 0 and the zoom -> focal model."""
+    key = scans.calibration_key(camera.deployment, camera.name)
+    if not storage.exists(key):
+        raise FileNotFoundError(
+            f"{camera.key}: no intrinsics at {storage.uri(key)}; materialize camera_intrinsics"
+        )
+    with io.BytesIO(storage.get_bytes(key)) as buf:
+        intr, _ = load_calibration(buf)
+    table = storage.get_json(scans.zoom_model_key(camera.deployment, camera.name))
+    return intr, ZoomModel(tuple(table["zoom"]), tuple(table["focal_px"]))
+
+
+def frame_intrinsics(base: Intrinsics, zoom_model: ZoomModel, frame: scans.ScanFrame) -> Intrinsics:
+    """Intrinsics of one frame: the zoom model's focal length at the frame's zoom."""
+    return zoom_model.intrinsics_at(base, frame.zoom)
+
+
+def load_reference_observations(
+    storage: ObjectStorageResource, camera: CameraConfig, base: Intrinsics, zoom_model: ZoomModel
+) -> list[FrameObservation]:
+    """Reference frames with their stored features and telemetry (loaded once per camera per run)."""
+    prefix = scans.reference_prefix(camera.deployment, camera.name)
+    manifest = scans.read_manifest(storage, prefix)
+    if manifest is None:
+        raise FileNotFoundError(f"{camera.key}: no reference scan at {storage.uri(prefix)}")
+    return [
+        FrameObservation(
+            features=scans.read_features(storage, prefix, f),
+            pan_deg=f.pan,
+            tilt_deg=f.tilt,
+            zoom=f.zoom,
+            intrinsics=frame_intrinsics(base, zoom_model, f),
+            name=f"reference/{f.image}",
+        )
+        for f in manifest.frames
+    ]
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, array)
+    return buf.getvalue()
+
+
+def json_metadata(value: object) -> dg.MetadataValue:
+    return dg.MetadataValue.json(json.loads(json.dumps(value, default=str)))

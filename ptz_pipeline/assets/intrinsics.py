@@ -1,0 +1,92 @@
+"""camera_intrinsics: K and distortion from chessboard photos in storage (per camera)."""
+
+import io
+
+import dagster as dg
+
+from geometry.camera import ZoomModel, save_calibration
+from geometry.intrinsics import calibrate_chessboard
+from ptz_pipeline import scans
+from ptz_pipeline.partitions import camera_partitions
+from ptz_pipeline.resources.camera import DevicesResource, PTZCameraResource
+from ptz_pipeline.resources.storage import ObjectStorageResource
+from ptz_pipeline.sim.survey import CHESSBOARD_PATTERN, CHESSBOARD_SQUARE_M, chessboard_photos
+
+
+class IntrinsicsConfig(dg.Config):
+    """Chessboard geometry: inner corners (columns x rows) and square size in metres."""
+
+    pattern: str = f"{CHESSBOARD_PATTERN[0]}x{CHESSBOARD_PATTERN[1]}"
+    square_m: float = CHESSBOARD_SQUARE_M
+    max_rms_px: float = 1.0
+
+
+def _pattern(text: str) -> tuple[int, int]:
+    try:
+        cols, rows = (int(v) for v in text.lower().split("x"))
+    except ValueError as exc:
+        raise dg.Failure(f"chessboard pattern must look like '9x6' (inner corners), got {text!r}") from exc
+    return cols, rows
+
+
+@dg.asset(
+    partitions_def=camera_partitions,
+    group_name="calibration",
+    check_specs=[dg.AssetCheckSpec("intrinsics_rms_below_1px", asset="camera_intrinsics")],
+)
+def camera_intrinsics(
+    context: dg.AssetExecutionContext,
+    config: IntrinsicsConfig,
+    storage: ObjectStorageResource,
+    devices: DevicesResource,
+    camera: PTZCameraResource,
+) -> dg.MaterializeResult:
+    """Intrinsics (K, distortion; pixels) from chessboard photos in ``{camera}/intrinsics/chessboard/``.
+
+    A simulated camera photographs a virtual chessboard first when none were uploaded. Writes the seed's
+    ``calibration.npz`` and the zoom -> focal table (devices.yaml ``zoom_focal_ratio`` x calibrated fx).
+    """
+    cam = devices.camera(context.partition_key)
+    prefix = scans.chessboard_prefix(cam.deployment, cam.name)
+    keys = [k for k in storage.list_keys(prefix) if k.lower().endswith((".png", ".jpg", ".jpeg"))]
+    if not keys:
+        spec = camera.simulated_spec(cam)
+        if spec is None:
+            raise dg.Failure(
+                f"{cam.key}: no chessboard photos under {storage.uri(prefix)}; upload them first"
+            )
+        context.log.info(f"{cam.key}: simulated camera photographs a {config.pattern} chessboard")
+        for i, image in enumerate(chessboard_photos(spec)):
+            storage.put_bytes(f"{prefix}/{i:02d}.png", scans.encode_png(image))
+        keys = storage.list_keys(prefix)
+    images = [scans.decode_image(storage.get_bytes(k), k) for k in keys]
+    context.log.info(f"{cam.key}: calibrating from {len(images)} chessboard photos")
+    calib = calibrate_chessboard(images, pattern=_pattern(config.pattern), square_size_m=config.square_m)
+    buf = io.BytesIO()
+    save_calibration(buf, calib.intrinsics, calib.rms)
+    storage.put_bytes(scans.calibration_key(cam.deployment, cam.name), buf.getvalue())
+    zoom, ratio = zip(*cam.zoom_focal_ratio, strict=True)
+    zoom_model = ZoomModel(tuple(zoom), tuple(calib.intrinsics.fx * r for r in ratio))
+    storage.put_json(
+        scans.zoom_model_key(cam.deployment, cam.name),
+        {"zoom": list(zoom_model.zoom), "focal_px": list(zoom_model.focal_px)},
+    )
+    K = calib.intrinsics.K
+    return dg.MaterializeResult(
+        metadata={
+            "rms_px": float(calib.rms),
+            "fx": float(K[0, 0]),
+            "fy": float(K[1, 1]),
+            "cx": float(K[0, 2]),
+            "cy": float(K[1, 2]),
+            "views_used": len(calib.used_views),
+            "views_rejected": dg.MetadataValue.json([keys[int(v.split()[-1])] for v in calib.rejected_views]),
+            "path": dg.MetadataValue.path(storage.uri(scans.calibration_key(cam.deployment, cam.name))),
+        },
+        check_results=[
+            dg.AssetCheckResult(
+                passed=bool(calib.rms < config.max_rms_px),
+                metadata={"rms_px": float(calib.rms), "max_rms_px": config.max_rms_px},
+            )
+        ],
+    )

@@ -1,0 +1,101 @@
+"""reference_scan and reference_features: the camera's grid of PTZ stops and their DISK features."""
+
+import time
+from datetime import UTC, datetime
+
+import dagster as dg
+
+from ptz_pipeline import scans
+from ptz_pipeline.partitions import camera_partitions
+from ptz_pipeline.resources.camera import DevicesResource, PTZCameraResource
+from ptz_pipeline.resources.features import FeaturesResource
+from ptz_pipeline.resources.storage import ObjectStorageResource
+
+
+@dg.asset(partitions_def=camera_partitions, group_name="calibration")
+def reference_scan(
+    context: dg.AssetExecutionContext,
+    storage: ObjectStorageResource,
+    devices: DevicesResource,
+    camera: PTZCameraResource,
+) -> dg.MaterializeResult:
+    """Grid of PTZ stops (devices.yaml ``reference``): image + telemetry per stop, manifest.json written last.
+
+    Replaces the previous reference scan (its old features are deleted with it).
+    """
+    cam = devices.camera(context.partition_key)
+    stops = cam.reference.stops()
+    ptz = camera.open(cam)
+    prefix = scans.reference_prefix(cam.deployment, cam.name)
+    images, telemetry = [], []
+    for i, (pan, tilt, zoom) in enumerate(stops, start=1):
+        ptz.move_to(pan, tilt, zoom)
+        image, t = ptz.grab(datetime.now(UTC))
+        images.append(image)
+        telemetry.append((t.pan, t.tilt, t.zoom, t.timestamp))
+        context.log.info(
+            f"{cam.key}: reference stop {i}/{len(stops)} pan={pan:.1f} tilt={tilt:.1f} zoom={zoom:.2f}"
+        )
+    storage.delete_prefix(prefix)
+    manifest = scans.write_scan(storage, prefix, cam.key, "reference", images, telemetry)
+    return dg.MaterializeResult(
+        metadata={
+            "frames": len(manifest.frames),
+            "grid": f"{cam.reference.horizontal_stops} x {cam.reference.vertical_stops}",
+            "location": dg.MetadataValue.path(storage.uri(prefix)),
+        }
+    )
+
+
+class ReferenceFeaturesConfig(dg.Config):
+    min_features_per_stop: int = 200
+
+
+@dg.asset(
+    partitions_def=camera_partitions,
+    group_name="calibration",
+    deps=[reference_scan],
+    check_specs=[dg.AssetCheckSpec("reference_coverage", asset="reference_features")],
+)
+def reference_features(
+    context: dg.AssetExecutionContext,
+    config: ReferenceFeaturesConfig,
+    storage: ObjectStorageResource,
+    devices: DevicesResource,
+    features: FeaturesResource,
+) -> dg.MaterializeResult:
+    """Features (DISK by default) of every reference frame, under ``reference_scan/features/``."""
+    cam = devices.camera(context.partition_key)
+    prefix = scans.reference_prefix(cam.deployment, cam.name)
+    manifest = scans.read_manifest(storage, prefix)
+    if manifest is None:
+        raise dg.Failure(f"{cam.key}: no complete reference scan at {storage.uri(prefix)}")
+    extractor = features.extractor()
+    counts = []
+    start = time.perf_counter()
+    for i, frame in enumerate(manifest.frames, start=1):
+        image = scans.decode_image(storage.get_bytes(f"{prefix}/{frame.image}"), frame.image)
+        feats = extractor.extract(image)
+        scans.write_features(storage, prefix, frame, feats)
+        counts.append(len(feats.keypoints))
+        context.log.info(f"{cam.key}: features {i}/{len(manifest.frames)}: {counts[-1]} keypoints")
+    poor = [f.image for f, n in zip(manifest.frames, counts, strict=True) if n < config.min_features_per_stop]
+    return dg.MaterializeResult(
+        metadata={
+            "frames": len(counts),
+            "min_keypoints": min(counts),
+            "mean_keypoints": float(sum(counts) / len(counts)),
+            "seconds_per_frame": (time.perf_counter() - start) / len(counts),
+            "extractor": features.extractor_kind,
+        },
+        check_results=[
+            dg.AssetCheckResult(
+                passed=not poor,
+                severity=dg.AssetCheckSeverity.WARN,
+                metadata={
+                    "stops_below_minimum": dg.MetadataValue.json(poor),
+                    "minimum": config.min_features_per_stop,
+                },
+            )
+        ],
+    )

@@ -1,0 +1,56 @@
+"""offsets_report (daily): the day's calibration_results as Excel + Parquet (the seed's report files)."""
+
+import io
+
+import dagster as dg
+import pandas as pd
+
+from ptz_pipeline.resources.iceberg import IcebergResource
+from ptz_pipeline.resources.storage import ObjectStorageResource
+
+daily_partitions = dg.DailyPartitionsDefinition(start_date="2026-01-01")
+
+REPORT_COLUMNS = [
+    "deployment", "device_id", "timestamp", "yaw_offset", "pitch_offset", "roll_offset",
+    "sigma_yaw", "sigma_pitch", "sigma_roll", "inliers", "n_frames", "mode", "success",
+    "failure_logs", "files_location", "partition_key", "run_id",
+]  # fmt: skip
+
+
+def report_frames(rows: pd.DataFrame) -> pd.DataFrame:
+    """Report table: one row per camera-hour, sorted; timestamps naive UTC (Excel has no time zones)."""
+    df = rows.reindex(columns=REPORT_COLUMNS).sort_values(["deployment", "device_id", "timestamp"])
+    df["timestamp"] = pd.to_datetime(df["timestamp"], utc=True).dt.tz_localize(None)
+    return df.reset_index(drop=True)
+
+
+def excel_bytes(df: pd.DataFrame, sheet: str = "offsets") -> bytes:
+    buf = io.BytesIO()
+    df.to_excel(buf, index=False, sheet_name=sheet)
+    return buf.getvalue()
+
+
+def parquet_bytes(df: pd.DataFrame) -> bytes:
+    buf = io.BytesIO()
+    df.to_parquet(buf, index=False)
+    return buf.getvalue()
+
+
+@dg.asset(partitions_def=daily_partitions, group_name="reports")
+def offsets_report(
+    context: dg.AssetExecutionContext, storage: ObjectStorageResource, iceberg: IcebergResource
+) -> dg.MaterializeResult:
+    """``reports/offsets_<day>.xlsx`` and ``.parquet`` from the Iceberg table (all cameras, one UTC day)."""
+    window = context.partition_time_window
+    rows = iceberg.read_rows(start=window.start, end=window.end)
+    df = report_frames(rows)
+    day = window.start.strftime("%Y-%m-%d")
+    storage.put_bytes(f"reports/offsets_{day}.xlsx", excel_bytes(df))
+    storage.put_bytes(f"reports/offsets_{day}.parquet", parquet_bytes(df))
+    return dg.MaterializeResult(
+        metadata={
+            "rows": len(df),
+            "failures": int((~df["success"].astype(bool)).sum()) if len(df) else 0,
+            "excel": dg.MetadataValue.path(storage.uri(f"reports/offsets_{day}.xlsx")),
+        }
+    )

@@ -1,0 +1,416 @@
+"""devices.yaml: the fleet of PTZ cameras, grouped by deployment (site), validated with pydantic.
+
+The file is a top-level list of deployments (the seed's shape)::
+
+    - name: "site-a"
+      cluster: "kube-context"          # optional kubectl context
+      cameras:
+        - name: "cam-1"
+          mode: active                 # active | passive
+          ptz_stops: [[0, -10, 0.0]]   # [pan deg, tilt deg, zoom 0..1]
+          backend: {kind: simulated, ...}   # or {kind: onvif, ...}
+
+Camera partition keys are ``<deployment>__<camera>`` (:func:`camera_key` / :func:`split_camera_key`).
+Secrets never live in the file: ONVIF credentials are given as environment variable NAMES.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
+
+import numpy as np
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from geometry.camera import ZoomModel
+
+KEY_SEPARATOR = "__"
+NAME_PATTERN = re.compile(r"[a-z0-9]([a-z0-9._-]*[a-z0-9])?")
+_ENV_NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+DEFAULT_SOURCE_NAME = "devices.yaml"
+
+
+class DevicesConfigError(ValueError):
+    """devices.yaml is unreadable or invalid; the message names the file and the field path."""
+
+
+def _check_name(name: str, what: str) -> str:
+    """Return ``name`` if it is a valid deployment/camera name, else raise ValueError.
+
+    Names use ``[a-z0-9._-]``, start and end with a letter or digit (so ``__`` joins stay unambiguous and
+    no name is ``.`` or ``..``, which would be a folder level in storage) and never contain ``__``.
+    """
+    if not NAME_PATTERN.fullmatch(name):
+        raise ValueError(
+            f"{what} name {name!r} must use only lowercase letters, digits, '.', '_' and '-', "
+            "and start and end with a letter or digit"
+        )
+    if KEY_SEPARATOR in name:
+        raise ValueError(
+            f"{what} name {name!r} must not contain {KEY_SEPARATOR!r} (the camera key separator)"
+        )
+    return name
+
+
+def camera_key(deployment: str, camera: str) -> str:
+    """Camera partition key ``<deployment>__<camera>``; raises ValueError on an invalid name."""
+    return f"{_check_name(deployment, 'deployment')}{KEY_SEPARATOR}{_check_name(camera, 'camera')}"
+
+
+def split_camera_key(key: str) -> tuple[str, str]:
+    """Inverse of :func:`camera_key`: ``"<deployment>__<camera>" -> (deployment, camera)``."""
+    parts = key.split(KEY_SEPARATOR)
+    if len(parts) != 2:
+        raise ValueError(f"camera key {key!r} must be '<deployment>{KEY_SEPARATOR}<camera>'")
+    deployment, camera = parts
+    return _check_name(deployment, "deployment"), _check_name(camera, "camera")
+
+
+def _check_ptz_shape(stop: object) -> object:
+    """A stop is written as a 3-element list; anything else gets one clear message."""
+    if not isinstance(stop, list | tuple) or len(stop) != 3:
+        raise ValueError(f"a PTZ stop must be [pan deg, tilt deg, zoom 0..1], got {stop!r}")
+    return stop
+
+
+def _check_ptz_stop(stop: tuple[float, float, float]) -> tuple[float, float, float]:
+    """Check one [pan deg, tilt deg, zoom 0..1] stop."""
+    pan, tilt, zoom = stop
+    if not -360.0 <= pan <= 360.0:
+        raise ValueError(f"pan must be within [-360, 360] degrees, got {pan}")
+    if not -90.0 <= tilt <= 90.0:
+        raise ValueError(f"tilt must be within [-90, 90] degrees, got {tilt}")
+    if not 0.0 <= zoom <= 1.0:
+        raise ValueError(f"zoom must be within [0, 1] (ONVIF normalised), got {zoom}")
+    return stop
+
+
+PTZStop = Annotated[
+    tuple[float, float, float], BeforeValidator(_check_ptz_shape), AfterValidator(_check_ptz_stop)
+]
+"""One PTZ position: (pan deg, tilt deg, zoom 0..1)."""
+
+
+class _Model(BaseModel):
+    """Frozen, strict-keys base: an unknown key (a typo) is an error, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ReferenceGrid(_Model):
+    """Reference scan grid: horizontal x vertical PTZ stops; pan/tilt limits in degrees, ends included."""
+
+    horizontal_stops: int = Field(8, ge=1)
+    vertical_stops: int = Field(2, ge=1)
+    pan_min: float = Field(0.0, ge=-360.0, le=360.0)
+    pan_max: float = Field(315.0, ge=-360.0, le=360.0)
+    tilt_min: float = Field(-20.0, ge=-90.0, le=90.0)
+    tilt_max: float = Field(-5.0, ge=-90.0, le=90.0)
+    zoom: float = Field(0.0, ge=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _check_ranges(self) -> ReferenceGrid:
+        if self.pan_min > self.pan_max:
+            raise ValueError(f"pan_min ({self.pan_min}) must not exceed pan_max ({self.pan_max})")
+        if self.tilt_min > self.tilt_max:
+            raise ValueError(f"tilt_min ({self.tilt_min}) must not exceed tilt_max ({self.tilt_max})")
+        return self
+
+    def stops(self) -> list[tuple[float, float, float]]:
+        """Grid stops (pan deg, tilt deg, zoom), tilt row by tilt row, pan increasing within a row."""
+        pans = np.linspace(self.pan_min, self.pan_max, self.horizontal_stops)
+        tilts = np.linspace(self.tilt_min, self.tilt_max, self.vertical_stops)
+        return [(float(pan), float(tilt), self.zoom) for tilt in tilts for pan in pans]
+
+
+class SimulatedBackend(_Model):
+    """A simulated camera (ptz_pipeline.sim): the fields of ``SimulatedCameraSpec`` but the panorama.
+
+    The mount sits at ``mount_ypr_deg`` (yaw, pitch, roll degrees) and drifts per angle as
+    ``drift_offset_deg + drift_amplitude_deg * sin(2 pi h / drift_period_hours + phase)``.
+    """
+
+    kind: Literal["simulated"]
+    hfov_deg: float = Field(60.0, gt=0.0, lt=180.0)
+    image_width: int = Field(640, gt=0)
+    image_height: int = Field(480, gt=0)
+    dist: tuple[float, ...] = (-0.08, 0.02, 0.0, 0.0, 0.0)
+    """OpenCV distortion coefficients (k1, k2, p1, p2[, k3...])."""
+    zoom_max_ratio: float = Field(3.0, ge=1.0)
+    """Focal length at zoom 1 over focal length at zoom 0."""
+    mount_ypr_deg: tuple[float, float, float] = (25.0, 1.5, -0.8)
+    drift_offset_deg: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    drift_amplitude_deg: tuple[float, float, float] = (0.5, 0.2, 0.1)
+    drift_period_hours: float = Field(24.0, gt=0.0)
+    seed: int = 0
+    fail: Literal["unreachable", "textureless", "never_stable"] | None = None
+    """Failure injection for tests."""
+    nuisances: bool = True
+    """Render noise, exposure, blur and JPEG artefacts."""
+    home: PTZStop = (0.0, -15.0, 0.0)
+    """PTZ position (pan deg, tilt deg, zoom) when the camera starts."""
+
+
+class OnvifBackend(_Model):
+    """A real camera: ONVIF (SOAP/HTTP) control, RTSP video, MQTT telemetry; credentials from env vars."""
+
+    kind: Literal["onvif"]
+    host: str = Field(min_length=1)
+    port: int = Field(80, ge=1, le=65535)
+    username_env: str
+    password_env: str
+    rtsp_url: str
+    mqtt_host: str | None = None
+    mqtt_port: int = Field(1883, ge=1, le=65535)
+    mqtt_topic: str | None = None
+
+    @field_validator("username_env", "password_env")
+    @classmethod
+    def _check_env_name(cls, value: str) -> str:
+        if not _ENV_NAME_PATTERN.fullmatch(value):
+            raise ValueError(f"must be the NAME of an environment variable holding the secret, got {value!r}")
+        return value
+
+    @field_validator("rtsp_url")
+    @classmethod
+    def _check_rtsp_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("rtsp", "rtsps") or not parts.hostname:
+            raise ValueError(f"must be an rtsp:// URL, got {value!r}")
+        if parts.username or parts.password:
+            raise ValueError("must not contain credentials; they come from username_env / password_env")
+        return value
+
+    def credentials(self) -> tuple[str, str]:
+        """(username, password) read from the environment variables named in the file."""
+        missing = [name for name in (self.username_env, self.password_env) if not os.environ.get(name)]
+        if missing:
+            raise DevicesConfigError(
+                f"ONVIF camera at {self.host}: environment variable(s) {', '.join(missing)} not set"
+            )
+        return os.environ[self.username_env], os.environ[self.password_env]
+
+
+Backend = Annotated[SimulatedBackend | OnvifBackend, Field(discriminator="kind")]
+_BACKEND_KINDS = frozenset({"simulated", "onvif"})
+
+
+class CameraConfig(_Model):
+    """One PTZ camera. ``deployment`` and ``key`` are set when its deployment is validated."""
+
+    name: str
+    mode: Literal["active", "passive"] = "active"
+    ptz_stops: list[PTZStop] = Field(default_factory=list)
+    """Active-mode query stops: (pan deg, tilt deg, zoom 0..1)."""
+    stabilize_time: float = Field(30.0, gt=0.0)
+    """Passive mode: seconds the camera must be still before a frame is taken."""
+    timeout: float = Field(3300.0, gt=0.0)
+    """Passive mode: seconds to wait for a still camera before giving up."""
+    offset_threshold_deg: float = Field(0.5, gt=0.0)
+    reference: ReferenceGrid = Field(default_factory=ReferenceGrid)
+    zoom_focal_ratio: list[tuple[float, float]] = Field(default_factory=lambda: [(0.0, 1.0)])
+    """(zoom 0..1, focal length / calibrated focal length) samples: the zoom -> focal table."""
+    backend: Backend
+
+    _deployment: str = PrivateAttr(default="")
+
+    @field_validator("name")
+    @classmethod
+    def _check_camera_name(cls, value: str) -> str:
+        return _check_name(value, "camera")
+
+    @field_validator("zoom_focal_ratio")
+    @classmethod
+    def _check_zoom_table(cls, value: list[tuple[float, float]]) -> list[tuple[float, float]]:
+        ZoomModel(tuple(z for z, _ in value), tuple(r for _, r in value))  # raises ValueError when invalid
+        return value
+
+    @model_validator(mode="after")
+    def _check_mode(self) -> CameraConfig:
+        if self.mode == "active" and not self.ptz_stops:
+            raise ValueError("active mode needs at least one entry in ptz_stops ([pan, tilt, zoom])")
+        if self.mode == "passive" and self.timeout < self.stabilize_time:
+            raise ValueError(
+                f"timeout ({self.timeout} s) must be at least stabilize_time ({self.stabilize_time} s)"
+            )
+        return self
+
+    @property
+    def deployment(self) -> str:
+        """Name of the deployment (site) this camera belongs to."""
+        return self._deployment
+
+    @property
+    def key(self) -> str:
+        """Camera partition key ``<deployment>__<camera>``."""
+        return camera_key(self._deployment, self.name)
+
+
+class Deployment(_Model):
+    """A site: a group of cameras, optionally reached through a kubectl context (``cluster``)."""
+
+    name: str
+    cluster: str | None = None
+    cameras: list[CameraConfig] = Field(min_length=1)
+
+    @field_validator("name")
+    @classmethod
+    def _check_deployment_name(cls, value: str) -> str:
+        return _check_name(value, "deployment")
+
+    @model_validator(mode="after")
+    def _attach_cameras(self) -> Deployment:
+        for camera in self.cameras:
+            camera._deployment = self.name
+        return self
+
+
+@dataclass(frozen=True)
+class Fleet:
+    """All deployments of a devices.yaml, with unique deployment names and camera keys."""
+
+    deployments: list[Deployment]
+
+    def cameras(self) -> Iterator[CameraConfig]:
+        """Every camera, in file order."""
+        for deployment in self.deployments:
+            yield from deployment.cameras
+
+    @cached_property
+    def _by_key(self) -> dict[str, CameraConfig]:
+        return {camera.key: camera for camera in self.cameras()}
+
+    def camera(self, key: str) -> CameraConfig:
+        """The camera with partition key ``key``; KeyError naming the known keys otherwise."""
+        try:
+            return self._by_key[key]
+        except KeyError:
+            raise KeyError(f"no camera {key!r} in devices.yaml (known: {', '.join(self._by_key)})") from None
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that rejects a mapping key given twice (PyYAML would silently keep the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # "<<: *anchor" keys may be overridden
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+_FLEET_ADAPTER = TypeAdapter(list[Deployment])
+
+
+def _field_path(loc: tuple[int | str, ...]) -> str:
+    """Pydantic error location -> ``[0].cameras[1].ptz_stops[0]`` (the backend's union tag is dropped)."""
+    path = ""
+    previous: int | str | None = None
+    for part in loc:
+        if previous == "backend" and part in _BACKEND_KINDS:
+            continue
+        path += f"[{part}]" if isinstance(part, int) else f".{part}"
+        previous = part
+    return path.lstrip(".") or "(top level)"
+
+
+def _error_message(error: dict) -> str:
+    """Our own ValueError text as written, pydantic's message otherwise."""
+    if error["type"] == "value_error":
+        return str(error["ctx"]["error"])
+    return error["msg"]
+
+
+def _names_a_file(text: str) -> bool:
+    """A one-line str that ends in .yaml/.yml or names an existing file is a path, not YAML text."""
+    if "\n" in text or not text.strip():
+        return False
+    if text.lower().endswith((".yaml", ".yml")):
+        return True
+    try:
+        return Path(text).is_file()
+    except OSError:  # e.g. a name too long to be a path
+        return False
+
+
+def _read_source(path_or_text: str | os.PathLike[str], source_name: str) -> tuple[str, str]:
+    """(YAML text, name for messages): a PathLike or a str naming a file is read; other text is YAML."""
+    if isinstance(path_or_text, str) and not _names_a_file(path_or_text):
+        return path_or_text, source_name
+    path = Path(path_or_text)
+    try:
+        return path.read_text(encoding="utf-8"), str(path)
+    except OSError as exc:
+        raise DevicesConfigError(f"{path}: cannot read devices file: {exc.strerror or exc}") from exc
+
+
+def load_devices(path_or_text: str | os.PathLike[str], source_name: str = DEFAULT_SOURCE_NAME) -> Fleet:
+    """Load and validate devices.yaml from a path or from YAML text.
+
+    Raises DevicesConfigError whose message names the file (``source_name`` for text) and the exact field
+    path, e.g. ``devices.yaml: [0].cameras[1].ptz_stops[0]: pan must be within [-360, 360] degrees``.
+    """
+    text, name = _read_source(path_or_text, source_name)
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise DevicesConfigError(f"{name}: invalid YAML at {where}{problem}") from exc
+    if data is None:
+        raise DevicesConfigError(f"{name}: file is empty; expected a list of deployments")
+    try:
+        deployments = _FLEET_ADAPTER.validate_python(data)
+    except ValidationError as exc:
+        lines = [f"{name}: {_field_path(err['loc'])}: {_error_message(err)}" for err in exc.errors()]
+        raise DevicesConfigError("\n".join(lines)) from exc
+    if not deployments:
+        raise DevicesConfigError(f"{name}: the list of deployments is empty")
+    _check_unique(deployments, name)
+    return Fleet(deployments=deployments)
+
+
+def _check_unique(deployments: list[Deployment], name: str) -> None:
+    """Deployment names and camera keys must be unique across the file."""
+    first_deployment: dict[str, int] = {}
+    first_camera: dict[str, str] = {}
+    for i, deployment in enumerate(deployments):
+        if deployment.name in first_deployment:
+            raise DevicesConfigError(
+                f"{name}: [{i}].name: duplicate deployment {deployment.name!r} "
+                f"(first at [{first_deployment[deployment.name]}].name)"
+            )
+        first_deployment[deployment.name] = i
+        for j, camera in enumerate(deployment.cameras):
+            path = f"[{i}].cameras[{j}].name"
+            if camera.key in first_camera:
+                raise DevicesConfigError(
+                    f"{name}: {path}: duplicate camera key {camera.key!r} "
+                    f"(first at {first_camera[camera.key]})"
+                )
+            first_camera[camera.key] = path

@@ -1,0 +1,16 @@
+"""Asset jobs: calibration per camera, capture and estimation per camera-hour, the daily report."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+calibration_job = dg.define_asset_job(
+    "calibrate_camera",
+    selection=dg.AssetSelection.groups("calibration"),
+    description="Intrinsics -> reference scan -> reference features -> R_align for one camera.",
+)
+capture_job = dg.define_asset_job("capture_queries", selection=dg.AssetSelection.assets("query_scan"))
+estimate_job = dg.define_asset_job(
+    "estimate_offsets", selection=dg.AssetSelection.assets("orientation_offsets")
+)
+report_job = dg.define_asset_job("daily_report", selection=dg.AssetSelection.assets("offsets_report"))

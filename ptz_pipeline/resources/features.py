@@ -1,0 +1,40 @@
+"""Feature extraction and matching settings (DISK + mutual-NN by default; SIFT / LightGlue as options)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import dagster as dg
+from geometry.matching import make_matcher
+
+from geometry.features import make_extractor
+
+
+@lru_cache(maxsize=4)
+def _extractor(kind: str, max_keypoints: int, resize_max: int | None, device: str | None):
+    return make_extractor(kind, max_keypoints=max_keypoints, resize_max=resize_max, device=device)
+
+
+@lru_cache(maxsize=4)
+def _matcher(kind: str, device: str | None):
+    return make_matcher(kind, device=device)
+
+
+class FeaturesResource(dg.ConfigurableResource):
+    """Which extractor and matcher the pipeline uses; models are loaded once per process.
+
+    ``device`` None picks CUDA when available, else CPU. ``resize_max`` is the longest image side (pixels)
+    fed to the extractor; keypoints are always reported in the original image's pixels.
+    """
+
+    extractor_kind: str = "disk"
+    matcher_kind: str = "mnn"
+    max_keypoints: int = 2048
+    resize_max: int | None = 640
+    device: str | None = None
+
+    def extractor(self):
+        return _extractor(self.extractor_kind, self.max_keypoints, self.resize_max, self.device)
+
+    def matcher(self):
+        return _matcher(self.matcher_kind, self.device)

@@ -1,0 +1,167 @@
+"""Slack calibration reports (the seed's message format): bot token, incoming webhook, or the log.
+
+Configuration follows the seed: ``SLACK_ACCESS_TOKEN`` (``chat.postMessage``, needs ``chat:write``),
+``SLACK_CHANNEL`` (default ``calibration-monitoring``), ``SLACK_WEBHOOK_URL``. With neither token nor webhook
+(None or empty) the message is logged. Pass ``dg.EnvVar(...)`` only for variables that are set: Dagster fails
+a run's config on an EnvVar whose variable is unset. Sending never raises into the asset: Slack errors are
+logged and reported as "failed".
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Literal
+
+import dagster as dg
+from pydantic import Field
+from slack_sdk import WebClient, WebhookClient
+from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
+
+Delivery = Literal["slack", "webhook", "log", "failed"]
+"""How a message went out: chat.postMessage, incoming webhook, the log only, or a Slack error (logged)."""
+
+DEFAULT_CHANNEL = "calibration-monitoring"
+OK_EMOJI = "\N{WHITE HEAVY CHECK MARK}"
+ALERT_EMOJI = "\N{POLICE CARS REVOLVING LIGHT}"
+
+# slack_sdk logs request URLs and bodies at DEBUG; a webhook URL is a secret, so its clients log at INFO+.
+_SDK_LOGGER = logging.getLogger("ptz_pipeline.resources.slack.sdk")
+_SDK_LOGGER.setLevel(logging.INFO)
+
+
+def _format_degrees(value: float | None) -> str:
+    """``0.2°`` style: at most 3 decimals, trailing zeros dropped; ``N/A`` when there is no estimate."""
+    if value is None:
+        return "N/A"
+    text = f"{value:.3f}".rstrip("0").rstrip(".")
+    return f"{'0' if text == '-0' else text}°"
+
+
+def offsets_within_threshold(
+    pitch: float | None, yaw: float | None, roll: float | None, success: bool, threshold_deg: float = 0.5
+) -> bool:
+    """True (✅) when the estimate succeeded and every |offset| (degrees) is at most ``threshold_deg``."""
+    offsets = (pitch, yaw, roll)
+    return bool(success) and all(value is not None and abs(value) <= threshold_deg for value in offsets)
+
+
+def format_calibration_report(
+    deployment: str,
+    device_id: str,
+    timestamp: datetime,
+    pitch: float | None,
+    yaw: float | None,
+    roll: float | None,
+    mode: str,
+    success: bool,
+    failure_logs: str | Sequence[str] | None = None,
+    threshold_deg: float = 0.5,
+) -> str:
+    """The seed's Slack message for one camera-hour; offsets in degrees, ``timestamp`` timezone-aware.
+
+    The first line is ✅ when the run succeeded and every |offset| <= threshold_deg, else 🚨.
+    Failure logs are listed after ``Success: No``.
+    """
+    if timestamp.tzinfo is None or timestamp.utcoffset() is None:
+        raise ValueError(f"timestamp must be timezone-aware, got {timestamp!r}")
+    within = offsets_within_threshold(pitch, yaw, roll, success, threshold_deg)
+    lines = [
+        f"{OK_EMOJI if within else ALERT_EMOJI} Camera Calibration Report",
+        f"Deployment: {deployment}",
+        f"Device: {device_id}",
+        f"Timestamp: {timestamp.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}",
+        f"Offsets: Pitch={_format_degrees(pitch)}, Yaw={_format_degrees(yaw)}, Roll={_format_degrees(roll)}",
+        f"Mode: {mode}",
+        f"Success: {'Yes' if success else 'No'}",
+    ]
+    if not success and failure_logs:
+        logs = [failure_logs] if isinstance(failure_logs, str) else list(failure_logs)
+        lines += ["Failure Logs:", *(f"- {line}" for line in logs)]
+    return "\n".join(lines)
+
+
+def _escape(text: str) -> str:
+    """Escape Slack's control characters (&, <, >) so failure logs are shown verbatim."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _resolved(value: str | None) -> str | None:
+    """An EnvVar's value when the resource is used outside a Dagster run; empty means unset."""
+    if isinstance(value, dg.EnvVar):
+        value = value.get_value()
+    return value or None
+
+
+class SlackResource(dg.ConfigurableResource):
+    """Posts calibration reports to Slack: bot token first, else webhook, else the log."""
+
+    access_token: str | None = Field(default=None, description="Bot token (xoxb-...), chat:write scope.")
+    channel: str = Field(default=DEFAULT_CHANNEL, description="Channel for chat.postMessage.")
+    webhook_url: str | None = Field(default=None, description="Incoming webhook URL (used without a token).")
+    base_url: str | None = Field(default=None, description="Slack API base URL override (tests, proxies).")
+    threshold_deg: float = Field(default=0.5, gt=0.0, description="|offset| above this (degrees) alerts.")
+
+    def _redact(self, text: str) -> str:
+        """``text`` with the token and the webhook URL replaced by ``***``."""
+        for secret in (_resolved(self.access_token), _resolved(self.webhook_url)):
+            if secret:
+                text = text.replace(secret, "***")
+        return text
+
+    def send_message(self, text: str) -> Delivery:
+        """Send ``text`` via chat.postMessage (token) or the webhook, else log it. Never raises."""
+        log = dg.get_dagster_logger("ptz_pipeline.slack")
+        token, webhook_url = _resolved(self.access_token), _resolved(self.webhook_url)
+        if not token and not webhook_url:
+            log.info("Slack is not configured (no access token or webhook URL); message:\n%s", text)
+            return "log"
+        delivery: Delivery = "slack" if token else "webhook"
+        try:
+            if token:
+                client = WebClient(
+                    token=token, base_url=self.base_url or WebClient.BASE_URL, logger=_SDK_LOGGER
+                )
+                client.retry_handlers.append(RateLimitErrorRetryHandler(max_retry_count=2))
+                client.chat_postMessage(channel=self.channel, text=_escape(text))
+            else:
+                response = WebhookClient(webhook_url, logger=_SDK_LOGGER).send(text=_escape(text))
+                if response.status_code != 200:
+                    raise RuntimeError(f"webhook answered HTTP {response.status_code}: {response.body}")
+        except Exception as exc:  # a notification must never fail the asset that sends it
+            log.warning("Slack %s delivery failed: %s\nmessage:\n%s", delivery, self._redact(str(exc)), text)
+            return "failed"
+        log.info("Slack report sent (%s%s)", delivery, f" to #{self.channel}" if token else "")
+        return delivery
+
+    def send_calibration_report(
+        self,
+        deployment: str,
+        device_id: str,
+        timestamp: datetime,
+        pitch: float | None,
+        yaw: float | None,
+        roll: float | None,
+        mode: str,
+        success: bool,
+        failure_logs: str | Sequence[str] | None = None,
+        threshold_deg: float | None = None,
+    ) -> Delivery:
+        """Format (:func:`format_calibration_report`) and send one report.
+
+        ``threshold_deg`` (degrees) overrides the resource's, e.g. with the camera's ``offset_threshold_deg``.
+        """
+        text = format_calibration_report(
+            deployment,
+            device_id,
+            timestamp,
+            pitch,
+            yaw,
+            roll,
+            mode,
+            success,
+            failure_logs,
+            self.threshold_deg if threshold_deg is None else threshold_deg,
+        )
+        return self.send_message(text)

@@ -1,0 +1,169 @@
+"""Scan folders (reference and query) in object storage: layout, manifest.json, images and features.
+
+Layout (same keys on a local directory or S3), see DESIGN.md:
+``{deployment}/{camera}/reference_scan/{manifest.json,images/,features/}`` and
+``{deployment}/{camera}/query_scan/{YYYYMMDDTHHMMSSZ}/{manifest.json,images/,features/}``.
+manifest.json is written last, so a scan without it is incomplete and never read.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Literal, Protocol
+
+import cv2
+import numpy as np
+from pydantic import BaseModel, Field
+
+from geometry.features import Features
+
+
+class Storage(Protocol):
+    """What scans need from object storage (ObjectStorageResource satisfies it)."""
+
+    def put_bytes(self, key: str, data: bytes) -> None: ...
+    def get_bytes(self, key: str) -> bytes: ...
+    def exists(self, key: str) -> bool: ...
+    def uri(self, key: str) -> str: ...
+
+
+class ScanFrame(BaseModel):
+    """One frame of a scan: image key relative to the scan folder, telemetry (degrees, ONVIF zoom 0..1)."""
+
+    image: str
+    pan: float
+    tilt: float
+    zoom: float = Field(ge=0.0, le=1.0)
+    timestamp: datetime
+
+
+class ScanManifest(BaseModel):
+    """The scan folder's manifest.json (format fixed by DESIGN.md)."""
+
+    camera: str
+    kind: Literal["reference", "query"]
+    created: datetime
+    frames: list[ScanFrame]
+    mode: str | None = None
+
+
+def camera_root(deployment: str, camera: str) -> str:
+    """Storage prefix of one camera."""
+    return f"{deployment}/{camera}"
+
+
+def reference_prefix(deployment: str, camera: str) -> str:
+    return f"{camera_root(deployment, camera)}/reference_scan"
+
+
+def hour_stamp(t: datetime) -> str:
+    """Compact ISO 8601 basic UTC stamp used as the query folder name, e.g. 20261123T100000Z."""
+    return t.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+
+
+def query_prefix(deployment: str, camera: str, hour: datetime) -> str:
+    return f"{camera_root(deployment, camera)}/query_scan/{hour_stamp(hour)}"
+
+
+def encode_jpeg(image_rgb: np.ndarray, quality: int = 95) -> bytes:
+    ok, buf = cv2.imencode(
+        ".jpg", cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality]
+    )
+    if not ok:
+        raise ValueError("JPEG encoding failed")
+    return buf.tobytes()
+
+
+def decode_image(data: bytes, key: str = "") -> np.ndarray:
+    """Decode an encoded image (JPEG/PNG) to RGB uint8."""
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if img is None:
+        raise ValueError(f"cannot decode image {key!r}")
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def write_scan(
+    storage: Storage,
+    prefix: str,
+    camera: str,
+    kind: Literal["reference", "query"],
+    images: Sequence[np.ndarray],
+    telemetry: Sequence[tuple[float, float, float, datetime]],
+    mode: str | None = None,
+) -> ScanManifest:
+    """Write images then manifest.json (last) under ``prefix``; telemetry is (pan, tilt, zoom, timestamp)."""
+    frames = []
+    for i, (image, (pan, tilt, zoom, ts)) in enumerate(zip(images, telemetry, strict=True)):
+        name = f"images/{i:03d}.jpg"
+        storage.put_bytes(f"{prefix}/{name}", encode_jpeg(image))
+        frames.append(ScanFrame(image=name, pan=pan, tilt=tilt, zoom=zoom, timestamp=ts))
+    manifest = ScanManifest(camera=camera, kind=kind, created=datetime.now(UTC), frames=frames, mode=mode)
+    storage.put_bytes(f"{prefix}/manifest.json", manifest.model_dump_json(indent=2).encode())
+    return manifest
+
+
+def read_manifest(storage: Storage, prefix: str) -> ScanManifest | None:
+    """The scan's manifest, or None when the scan is absent or incomplete (no manifest.json)."""
+    key = f"{prefix}/manifest.json"
+    if not storage.exists(key):
+        return None
+    return ScanManifest.model_validate_json(storage.get_bytes(key))
+
+
+def read_images(storage: Storage, prefix: str, manifest: ScanManifest) -> list[np.ndarray]:
+    """Decode every frame of the scan (RGB uint8)."""
+    return [decode_image(storage.get_bytes(f"{prefix}/{f.image}"), f.image) for f in manifest.frames]
+
+
+def features_key(prefix: str, frame: ScanFrame) -> str:
+    """Key of a frame's features: features/<image stem>.npz beside images/."""
+    stem = frame.image.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+    return f"{prefix}/features/{stem}.npz"
+
+
+def write_features(storage: Storage, prefix: str, frame: ScanFrame, feats: Features) -> str:
+    """Store one frame's features (our fast npz format); returns the key."""
+    buf = io.BytesIO()
+    feats.save_npz(buf)
+    key = features_key(prefix, frame)
+    storage.put_bytes(key, buf.getvalue())
+    return key
+
+
+def read_features(storage: Storage, prefix: str, frame: ScanFrame) -> Features:
+    """Load one frame's features written by :func:`write_features`."""
+    return Features.load_npz(io.BytesIO(storage.get_bytes(features_key(prefix, frame))))
+
+
+def chessboard_prefix(deployment: str, camera: str) -> str:
+    """Folder of the chessboard photos an engineer uploads for intrinsics calibration."""
+    return f"{camera_root(deployment, camera)}/intrinsics/chessboard"
+
+
+def calibration_key(deployment: str, camera: str) -> str:
+    """The seed's calibration.npz (camera_matrix, dist_coeffs, image_size, rms)."""
+    return f"{camera_root(deployment, camera)}/intrinsics/calibration.npz"
+
+
+def zoom_model_key(deployment: str, camera: str) -> str:
+    """zoom -> focal-length table (JSON: {"zoom": [...], "focal_px": [...]})."""
+    return f"{camera_root(deployment, camera)}/intrinsics/zoom_model.json"
+
+
+def control_points_key(deployment: str, camera: str) -> str:
+    """Surveyed control points for R_align (format: geometry.alignment.load_control_points)."""
+    return f"{camera_root(deployment, camera)}/r_align/control_points.json"
+
+
+def r_align_key(deployment: str, camera: str) -> str:
+    """R_align.npy (3x3 float64, mount -> world)."""
+    return f"{camera_root(deployment, camera)}/r_align/R_align.npy"
+
+
+def encode_png(image_rgb: np.ndarray) -> bytes:
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise ValueError("PNG encoding failed")
+    return buf.tobytes()
