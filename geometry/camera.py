@@ -158,6 +158,17 @@ class ZoomModel:
             raise ValueError("zoom samples must lie in 0..1 (ONVIF normalised)")
 
     @classmethod
+    def from_dict(cls, table: dict) -> ZoomModel:
+        """From ``{"zoom": [...], "focal_px": [...]}`` (the zoom_model.json artefact)."""
+        try:
+            return cls(tuple(float(z) for z in table["zoom"]), tuple(float(f) for f in table["focal_px"]))
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f'a zoom model needs "zoom" and "focal_px" lists, got {table!r}') from exc
+
+    def to_dict(self) -> dict[str, list[float]]:
+        return {"zoom": list(self.zoom), "focal_px": list(self.focal_px)}
+
+    @classmethod
     def constant(cls, fx: float) -> ZoomModel:
         return cls((0.0,), (float(fx),))
 

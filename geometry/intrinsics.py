@@ -423,3 +423,14 @@ def calibrate_chessboard(
         )
     result = calibrate_from_corners(object_points, image_points, image_size, view_names=used)
     return replace(result, rejected_views=tuple(rejected))
+
+
+def parse_pattern(text: str) -> tuple[int, int]:
+    """Chessboard inner corners from text like ``"9x6"`` -> (columns, rows)."""
+    try:
+        cols, rows = (int(v) for v in text.lower().split("x"))
+    except ValueError as exc:
+        raise ValueError(f"chessboard pattern must look like '9x6' (inner corners), got {text!r}") from exc
+    if cols < 2 or rows < 2:
+        raise ValueError(f"chessboard pattern needs at least 2x2 inner corners, got {text!r}")
+    return cols, rows

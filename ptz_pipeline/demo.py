@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+QUIET = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
 
 def _range_tags(first: str, last: str) -> dict[str, str]:
@@ -103,9 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     def step(title: str, job_name: str, **kwargs) -> None:
         t0 = time.perf_counter()
         print(f"\n== {title}", flush=True)
-        result = defs.resolve_job_def(job_name).execute_in_process(
-            instance=instance, raise_on_error=False, **kwargs
-        )
+        job = defs.resolve_job_def(job_name)
+        result = job.execute_in_process(instance=instance, raise_on_error=False, run_config=QUIET, **kwargs)
         status = "ok" if result.success else "FAILED (see the run in the UI; other partitions went on)"
         print(f"   {status} in {time.perf_counter() - t0:.1f} s (run {result.run_id[:8]})", flush=True)
 

@@ -17,7 +17,9 @@ import cv2
 import numpy as np
 from pydantic import BaseModel, Field
 
-from geometry.features import Features
+from geometry.camera import Intrinsics, ZoomModel
+from geometry.features import FeatureExtractor, Features
+from geometry.offsets import FrameObservation
 
 
 class Storage(Protocol):
@@ -167,3 +169,38 @@ def encode_png(image_rgb: np.ndarray) -> bytes:
     if not ok:
         raise ValueError("PNG encoding failed")
     return buf.tobytes()
+
+
+def scan_observations(
+    storage: Storage,
+    prefix: str,
+    manifest: ScanManifest,
+    base: Intrinsics,
+    zoom_model: ZoomModel,
+    extractor: FeatureExtractor | None = None,
+) -> list[FrameObservation]:
+    """Frames of a scan with features and telemetry, intrinsics at each frame's zoom.
+
+    Stored features (``features/``) are read; missing ones are extracted with ``extractor`` and stored, or
+    raise FileNotFoundError when no extractor is given.
+    """
+    out = []
+    for frame in manifest.frames:
+        if storage.exists(features_key(prefix, frame)):
+            feats = read_features(storage, prefix, frame)
+        elif extractor is None:
+            raise FileNotFoundError(f"no features for {prefix}/{frame.image}; extract them first")
+        else:
+            feats = extractor.extract(decode_image(storage.get_bytes(f"{prefix}/{frame.image}"), frame.image))
+            write_features(storage, prefix, frame, feats)
+        out.append(
+            FrameObservation(
+                features=feats,
+                pan_deg=frame.pan,
+                tilt_deg=frame.tilt,
+                zoom=frame.zoom,
+                intrinsics=zoom_model.intrinsics_at(base, frame.zoom),
+                name=f"{manifest.kind}/{frame.image}",
+            )
+        )
+    return out

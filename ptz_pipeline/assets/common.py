@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import io
-import json
 from collections import defaultdict
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 import dagster as dg
-import numpy as np
 
 from geometry.camera import Intrinsics, ZoomModel, load_calibration
 from geometry.offsets import FrameObservation
@@ -65,13 +63,7 @@ def load_intrinsics(storage: ObjectStorageResource, camera: CameraConfig) -> tup
         )
     with io.BytesIO(storage.get_bytes(key)) as buf:
         intr, _ = load_calibration(buf)
-    table = storage.get_json(scans.zoom_model_key(camera.deployment, camera.name))
-    return intr, ZoomModel(tuple(table["zoom"]), tuple(table["focal_px"]))
-
-
-def frame_intrinsics(base: Intrinsics, zoom_model: ZoomModel, frame: scans.ScanFrame) -> Intrinsics:
-    """Intrinsics of one frame: the zoom model's focal length at the frame's zoom."""
-    return zoom_model.intrinsics_at(base, frame.zoom)
+    return intr, ZoomModel.from_dict(storage.get_json(scans.zoom_model_key(camera.deployment, camera.name)))
 
 
 def load_reference_observations(
@@ -82,24 +74,4 @@ def load_reference_observations(
     manifest = scans.read_manifest(storage, prefix)
     if manifest is None:
         raise FileNotFoundError(f"{camera.key}: no reference scan at {storage.uri(prefix)}")
-    return [
-        FrameObservation(
-            features=scans.read_features(storage, prefix, f),
-            pan_deg=f.pan,
-            tilt_deg=f.tilt,
-            zoom=f.zoom,
-            intrinsics=frame_intrinsics(base, zoom_model, f),
-            name=f"reference/{f.image}",
-        )
-        for f in manifest.frames
-    ]
-
-
-def npy_bytes(array: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, array)
-    return buf.getvalue()
-
-
-def json_metadata(value: object) -> dg.MetadataValue:
-    return dg.MetadataValue.json(json.loads(json.dumps(value, default=str)))
+    return scans.scan_observations(storage, prefix, manifest, base, zoom_model)

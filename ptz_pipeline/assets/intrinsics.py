@@ -5,7 +5,7 @@ import io
 import dagster as dg
 
 from geometry.camera import ZoomModel, save_calibration
-from geometry.intrinsics import calibrate_chessboard
+from geometry.intrinsics import calibrate_chessboard, parse_pattern
 from ptz_pipeline import scans
 from ptz_pipeline.partitions import camera_partitions
 from ptz_pipeline.resources.camera import DevicesResource, PTZCameraResource
@@ -19,14 +19,6 @@ class IntrinsicsConfig(dg.Config):
     pattern: str = f"{CHESSBOARD_PATTERN[0]}x{CHESSBOARD_PATTERN[1]}"
     square_m: float = CHESSBOARD_SQUARE_M
     max_rms_px: float = 1.0
-
-
-def _pattern(text: str) -> tuple[int, int]:
-    try:
-        cols, rows = (int(v) for v in text.lower().split("x"))
-    except ValueError as exc:
-        raise dg.Failure(f"chessboard pattern must look like '9x6' (inner corners), got {text!r}") from exc
-    return cols, rows
 
 
 @dg.asset(
@@ -61,16 +53,13 @@ def camera_intrinsics(
         keys = storage.list_keys(prefix)
     images = [scans.decode_image(storage.get_bytes(k), k) for k in keys]
     context.log.info(f"{cam.key}: calibrating from {len(images)} chessboard photos")
-    calib = calibrate_chessboard(images, pattern=_pattern(config.pattern), square_size_m=config.square_m)
+    calib = calibrate_chessboard(images, pattern=parse_pattern(config.pattern), square_size_m=config.square_m)
     buf = io.BytesIO()
     save_calibration(buf, calib.intrinsics, calib.rms)
     storage.put_bytes(scans.calibration_key(cam.deployment, cam.name), buf.getvalue())
     zoom, ratio = zip(*cam.zoom_focal_ratio, strict=True)
     zoom_model = ZoomModel(tuple(zoom), tuple(calib.intrinsics.fx * r for r in ratio))
-    storage.put_json(
-        scans.zoom_model_key(cam.deployment, cam.name),
-        {"zoom": list(zoom_model.zoom), "focal_px": list(zoom_model.focal_px)},
-    )
+    storage.put_json(scans.zoom_model_key(cam.deployment, cam.name), zoom_model.to_dict())
     K = calib.intrinsics.K
     return dg.MaterializeResult(
         metadata={

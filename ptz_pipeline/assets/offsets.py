@@ -4,11 +4,10 @@ import time
 
 import dagster as dg
 
-from geometry.offsets import FrameObservation, OffsetConfig, estimate_offsets
+from geometry.offsets import OffsetConfig, estimate_offsets
 from ptz_pipeline import scans
 from ptz_pipeline.assets.common import (
     GroupedOutcome,
-    frame_intrinsics,
     keys_by_camera,
     load_intrinsics,
     load_reference_observations,
@@ -28,36 +27,6 @@ from ptz_pipeline.resources.storage import ObjectStorageResource
 
 ORIENTATION_OFFSETS = dg.AssetKey("orientation_offsets")
 OFFSET_CHECK = "offset_within_threshold"
-
-
-def query_observations(
-    storage: ObjectStorageResource,
-    features: FeaturesResource,
-    prefix: str,
-    manifest: scans.ScanManifest,
-    intr,
-    zoom_model,
-) -> list[FrameObservation]:
-    """Query frames with features (extracted once, then read back from ``features/``) and telemetry."""
-    out = []
-    for frame in manifest.frames:
-        if storage.exists(scans.features_key(prefix, frame)):
-            feats = scans.read_features(storage, prefix, frame)
-        else:
-            image = scans.decode_image(storage.get_bytes(f"{prefix}/{frame.image}"), frame.image)
-            feats = features.extractor().extract(image)
-            scans.write_features(storage, prefix, frame, feats)
-        out.append(
-            FrameObservation(
-                features=feats,
-                pan_deg=frame.pan,
-                tilt_deg=frame.tilt,
-                zoom=frame.zoom,
-                intrinsics=frame_intrinsics(intr, zoom_model, frame),
-                name=f"query/{frame.image}",
-            )
-        )
-    return out
 
 
 def _camera_rows(
@@ -85,7 +54,7 @@ def _camera_rows(
             )
             continue
         t0 = time.perf_counter()
-        queries = query_observations(storage, features, prefix, manifest, intr, zoom_model)
+        queries = scans.scan_observations(storage, prefix, manifest, intr, zoom_model, features.extractor())
         report = estimate_offsets(queries, references, matcher, OffsetConfig())
         positions = [{"pan": f.pan, "tilt": f.tilt, "zoom": f.zoom} for f in manifest.frames]
         rows.append(

@@ -1,10 +1,12 @@
 """r_align: the mount-to-world rotation R_align (= R_WB) from control points seen in the reference scan."""
 
+import io
+
 import dagster as dg
 
-from geometry.alignment import estimate_r_align, parse_control_points
+from geometry.alignment import estimate_r_align, parse_control_points, save_r_align
 from ptz_pipeline import scans
-from ptz_pipeline.assets.common import load_intrinsics, npy_bytes
+from ptz_pipeline.assets.common import load_intrinsics
 from ptz_pipeline.assets.intrinsics import camera_intrinsics
 from ptz_pipeline.assets.reference import reference_scan
 from ptz_pipeline.partitions import camera_partitions
@@ -38,7 +40,9 @@ def r_align(
         context.log.info(f"{cam.key}: simulated survey of {len(frames)} reference frames written to {key}")
     intr, zoom_model = load_intrinsics(storage, cam)
     result = estimate_r_align(parse_control_points(storage.get_json(key)), intr, zoom_model)
-    storage.put_bytes(scans.r_align_key(cam.deployment, cam.name), npy_bytes(result.R_align))
+    buf = io.BytesIO()
+    save_r_align(buf, result.R_align)
+    storage.put_bytes(scans.r_align_key(cam.deployment, cam.name), buf.getvalue())
     return dg.MaterializeResult(
         metadata={
             "method": result.method,
