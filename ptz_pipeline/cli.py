@@ -31,7 +31,7 @@ def _zoom_model(path: str | None, intr: Intrinsics) -> ZoomModel:
 def cmd_intrinsics(args: argparse.Namespace) -> int:
     images = sorted(p for p in Path(args.images).iterdir() if p.suffix.lower() in {".png", ".jpg", ".jpeg"})
     if not images:
-        raise SystemExit(f"error: no .png/.jpg images in {args.images}")
+        raise FileNotFoundError(f"no .png/.jpg images in {args.images}")
 
     def progress(done: int, total: int, name: str) -> None:
         print(f"  corners {done}/{total}: {name}", file=sys.stderr)
@@ -84,18 +84,19 @@ def cmd_offsets(args: argparse.Namespace) -> int:
     intr, _ = load_calibration(args.intrinsics)
     zoom_model = _zoom_model(args.zoom_model, intr)
     extractor = make_extractor(args.features, resize_max=args.resize_max)
-    observations = []
-    for folder in (args.reference, args.queries):
+    scans_found = []
+    for folder in (args.reference, args.queries):  # check both folders before the slow extraction
         path = Path(folder).resolve()
         storage = ObjectStorageResource(url=str(path.parent))
         manifest = scans.read_manifest(storage, path.name)
         if manifest is None:
-            raise SystemExit(f"error: {path}/manifest.json not found (a scan folder needs its manifest)")
+            raise FileNotFoundError(f"{path}/manifest.json not found (a scan folder needs its manifest)")
         print(f"{manifest.kind}: {len(manifest.frames)} frames in {path}", file=sys.stderr)
-        observations.append(
-            scans.scan_observations(storage, path.name, manifest, intr, zoom_model, extractor)
-        )
-    references, queries = observations
+        scans_found.append((storage, path.name, manifest))
+    references, queries = (
+        scans.scan_observations(storage, name, manifest, intr, zoom_model, extractor)
+        for storage, name, manifest in scans_found
+    )
     report = estimate_offsets(queries, references, make_matcher(args.matcher))
     rows = [report_row(name, e) for name, e in report.per_frame] + [report_row("ALL", report.joint)]
     df = pd.DataFrame(rows, columns=REPORT_COLUMNS)

@@ -181,13 +181,16 @@ def scan_observations(
 ) -> list[FrameObservation]:
     """Frames of a scan with features and telemetry, intrinsics at each frame's zoom.
 
-    Stored features (``features/``) are read; missing ones are extracted with ``extractor`` and stored, or
-    raise FileNotFoundError when no extractor is given.
+    Stored features (``features/``) are read when they are of the extractor's kind; missing ones (or ones of
+    another kind) are extracted with ``extractor`` and stored. Without an extractor, stored features of any
+    kind are used and missing ones raise FileNotFoundError.
     """
     out = []
     for frame in manifest.frames:
-        if storage.exists(features_key(prefix, frame)):
-            feats = read_features(storage, prefix, frame)
+        has_stored = storage.exists(features_key(prefix, frame))
+        stored = read_features(storage, prefix, frame) if has_stored else None
+        if stored is not None and (extractor is None or stored.kind == extractor.kind):
+            feats = stored
         elif extractor is None:
             raise FileNotFoundError(f"no features for {prefix}/{frame.image}; extract them first")
         else:

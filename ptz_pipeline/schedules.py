@@ -4,10 +4,15 @@ Hourly capture is a sensor (sensors.hourly_active_capture): it requests one run 
 camera|hour keys, a form schedules cannot launch.
 """
 
-from __future__ import annotations
+from datetime import timedelta
 
 import dagster as dg
 
 from ptz_pipeline.jobs import report_job
 
-daily_report_schedule = dg.build_schedule_from_partitioned_job(report_job, hour_of_day=0, minute_of_hour=30)
+
+@dg.schedule(cron_schedule="30 0 * * *", job=report_job, execution_timezone="UTC")
+def daily_report_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+    """At 00:30 UTC, export the day that just ended (UTC)."""
+    day = (context.scheduled_execution_time - timedelta(days=1)).strftime("%Y-%m-%d")
+    return dg.RunRequest(run_key=f"report-{day}", partition_key=day)

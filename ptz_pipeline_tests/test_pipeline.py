@@ -169,3 +169,38 @@ def test_rerun_replaces_rows_and_backfill_never_recaptures(pipeline: Pipeline, t
     merged = before.merge(after, on="partition_key", suffixes=("_before", "_after"))
     assert (merged["run_id_before"] != merged["run_id_after"]).all()
     assert (abs(merged["yaw_offset_before"] - merged["yaw_offset_after"]) < 1e-9).all()
+
+
+def test_check_over_threshold_sends_the_seed_report(pipeline: Pipeline, slack_module_server) -> None:
+    """Every camera-hour whose |offset| exceeds 0.5° fails its check and posts a 🚨 report."""
+    key = dg.AssetCheckKey(dg.AssetKey("orientation_offsets"), "offset_within_threshold")
+    history = pipeline.instance.event_log_storage.get_asset_check_execution_history(key, limit=100)
+    rows = pipeline.rows().set_index("partition_key")
+    posted = [r.body["text"] for r in slack_module_server.requests if r.path == "/api/chat.postMessage"]
+    over = {
+        pk
+        for pk, r in rows.iterrows()
+        if max(abs(r["yaw_offset"]), abs(r["pitch_offset"]), abs(r["roll_offset"])) > 0.5
+    }
+    assert over, "the simulated drifts are chosen to cross the 0.5° threshold in some hours"
+    failed_checks = {
+        h.partition for h in history if h.event and not h.event.dagster_event.event_specific_data.passed
+    }
+    assert failed_checks == over
+    for pk in over:
+        device = pk.split("|")[0].split("__")[1]
+        stamp = hour_start(pk.split("|")[1]).strftime("%Y-%m-%dT%H:%M:%SZ")
+        assert any(f"Device: {device}" in t and f"Timestamp: {stamp}" in t and "🚨" in t for t in posted), pk
+
+
+def test_daily_report_exports_the_days_rows(pipeline: Pipeline) -> None:
+    import pandas as pd
+
+    storage = pipeline.resources["storage"]
+    for day in sorted({h[:10] for h in HOURS}):
+        assert pipeline.run("daily_report", partition_key=day).success
+        table = pd.read_parquet(io.BytesIO(storage.get_bytes(f"reports/offsets_{day}.parquet")))
+        sheet = pd.read_excel(io.BytesIO(storage.get_bytes(f"reports/offsets_{day}.xlsx")))
+        expected = {f"{c}|{h}" for c in pipeline.keys for h in HOURS if h.startswith(day)}
+        assert set(table["partition_key"]) == expected == set(sheet["partition_key"])
+        assert table["success"].all()

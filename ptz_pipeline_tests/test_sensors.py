@@ -153,8 +153,9 @@ def test_failing_camera_gets_a_failure_row_while_others_succeed_and_estimation_f
 def test_daily_report_schedule_exports_yesterday(env) -> None:
     defs, resources, instance, _ = env
     context = dg.build_schedule_context(
-        instance=instance, scheduled_execution_time=datetime(2026, 11, 23, 0, 30, tzinfo=UTC)
+        instance=instance,
+        scheduled_execution_time=datetime(2026, 11, 23, 0, 30, tzinfo=UTC),
+        repository_def=defs.get_repository_def(),
     )
-    schedule = defs.resolve_schedule_def(daily_report_schedule.name)
-    requests = list(schedule.evaluate_tick(context).run_requests)
+    requests = list(daily_report_schedule.evaluate_tick(context).run_requests)
     assert [r.partition_key for r in requests] == ["2026-11-22"]

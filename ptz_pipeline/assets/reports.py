@@ -8,7 +8,8 @@ import pandas as pd
 from ptz_pipeline.resources.iceberg import IcebergResource
 from ptz_pipeline.resources.storage import ObjectStorageResource
 
-daily_partitions = dg.DailyPartitionsDefinition(start_date="2026-01-01")
+# end_offset=1: today's (partial) report can be exported too; the schedule exports yesterday's.
+daily_partitions = dg.DailyPartitionsDefinition(start_date="2026-01-01", end_offset=1)
 
 REPORT_COLUMNS = [
     "deployment", "device_id", "timestamp", "yaw_offset", "pitch_offset", "roll_offset",
