@@ -10,17 +10,17 @@ from geometry.camera import Intrinsics
 from geometry.rotations import rotvec_to_matrix
 
 
-def render_chessboard(
+def render_chessboards(
     intr: Intrinsics,
-    R: np.ndarray,
-    t: np.ndarray,
+    poses: list[tuple[np.ndarray, np.ndarray]],
     pattern: tuple[int, int] = (9, 6),
     square_m: float = 0.03,
-    supersample: int = 3,
-) -> np.ndarray:
-    """Render a board with ``pattern`` inner corners (columns, rows) at pose (R, t) (board -> camera, metres).
+    supersample: int = 2,
+) -> list[np.ndarray]:
+    """Render a board with ``pattern`` inner corners (columns, rows) at each pose (R, t) (board -> camera, m).
 
-    Each pixel is supersampled ``supersample``² times through the camera's distortion; returns RGB uint8.
+    Each pixel is supersampled ``supersample``² times through the camera's distortion (the rays are computed
+    once for all poses); returns RGB uint8 images.
     """
     w, h = intr.image_size
     s = supersample
@@ -29,29 +29,30 @@ def render_chessboard(
     vs = (np.arange(h)[:, None] + offsets[None, :]).ravel()
     uu, vv = np.meshgrid(us, vs)
     rays = intr.unproject(np.stack([uu.ravel(), vv.ravel()], axis=1))
-    n = R[:, 2]
-    depth = (n @ t) / (rays @ n)
-    X = (rays * depth[:, None] - t) @ R  # board frame
     cols, rows = pattern[0] + 1, pattern[1] + 1
-    # inner corner (0, 0) sits at the board origin; squares extend one square beyond the outer corners
-    gx = np.floor(X[:, 0] / square_m) + 1
-    gy = np.floor(X[:, 1] / square_m) + 1
-    on_board = (gx >= 0) & (gx < cols) & (gy >= 0) & (gy < rows) & (depth > 0)
-    margin = square_m
-    on_paper = (
-        (X[:, 0] > -square_m - margin)
-        & (X[:, 0] < (cols - 1) * square_m + margin)
-        & (X[:, 1] > -square_m - margin)
-        & (X[:, 1] < (rows - 1) * square_m + margin)
-        & (depth > 0)
-    )
-    value = np.full(len(X), 90.0)  # background wall
-    value[on_paper] = 235.0
-    black = on_board & ((gx + gy) % 2 == 0)
-    value[black] = 20.0
-    img = value.reshape(h * s, w * s)
-    img = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
-    return np.repeat(np.clip(img, 0, 255).astype(np.uint8)[:, :, None], 3, axis=2)
+    images = []
+    for R, t in poses:
+        n = R[:, 2]
+        depth = (n @ t) / (rays @ n)
+        X = (rays * depth[:, None] - t) @ R  # board frame
+        # inner corner (0, 0) sits at the board origin; squares extend one square beyond the outer corners
+        gx = np.floor(X[:, 0] / square_m) + 1
+        gy = np.floor(X[:, 1] / square_m) + 1
+        on_board = (gx >= 0) & (gx < cols) & (gy >= 0) & (gy < rows) & (depth > 0)
+        margin = square_m
+        on_paper = (
+            (X[:, 0] > -square_m - margin)
+            & (X[:, 0] < (cols - 1) * square_m + margin)
+            & (X[:, 1] > -square_m - margin)
+            & (X[:, 1] < (rows - 1) * square_m + margin)
+            & (depth > 0)
+        )
+        value = np.full(len(X), 90.0)  # background wall
+        value[on_paper] = 235.0
+        value[on_board & ((gx + gy) % 2 == 0)] = 20.0
+        img = cv2.resize(value.reshape(h * s, w * s), (w, h), interpolation=cv2.INTER_AREA)
+        images.append(np.repeat(np.clip(img, 0, 255).astype(np.uint8)[:, :, None], 3, axis=2))
+    return images
 
 
 def random_board_poses(

@@ -9,7 +9,7 @@ import numpy as np
 
 from geometry.rotations import R_BC
 from ptz_pipeline.sim.camera import SimulatedCameraSpec
-from ptz_pipeline.sim.chessboard import random_board_poses, render_chessboard
+from ptz_pipeline.sim.chessboard import random_board_poses, render_chessboards
 
 CHESSBOARD_PATTERN = (9, 6)
 CHESSBOARD_SQUARE_M = 0.03
@@ -19,9 +19,7 @@ def chessboard_photos(spec: SimulatedCameraSpec, n_views: int = 12) -> list[np.n
     """``n_views`` chessboard photos (RGB uint8) taken by the simulated camera at zoom 0."""
     rng = np.random.default_rng(spec.seed + 1000)
     poses = random_board_poses(n_views, rng, CHESSBOARD_PATTERN, CHESSBOARD_SQUARE_M, spec.hfov_deg)
-    return [
-        render_chessboard(spec.intrinsics, R, t, CHESSBOARD_PATTERN, CHESSBOARD_SQUARE_M) for R, t in poses
-    ]
+    return render_chessboards(spec.intrinsics, poses, CHESSBOARD_PATTERN, CHESSBOARD_SQUARE_M)
 
 
 def control_points(
