@@ -27,9 +27,9 @@ test: setup
 	$(VENV)/bin/pytest
 
 bench: setup
-	$(PY) bench/calibration.py
-	$(PY) bench/offsets.py
-	$(PY) bench/pipeline.py
+	$(PY) -m bench.calibration
+	$(PY) -m bench.offsets
+	$(PY) -m bench.pipeline
 
 ui: setup
 	DAGSTER_HOME=$(CURDIR)/.demo/dagster_home PTZ_DATA_DIR=$(CURDIR)/.demo/data $(VENV)/bin/dagster dev -w workspace.yaml

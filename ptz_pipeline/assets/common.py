@@ -13,7 +13,7 @@ from geometry.camera import Intrinsics, ZoomModel, load_calibration
 from geometry.offsets import FrameObservation
 from ptz_pipeline import scans
 from ptz_pipeline.devices import CameraConfig
-from ptz_pipeline.partitions import split_camera_hour
+from ptz_pipeline.partitions import camera_hour_partitions, split_camera_hour
 from ptz_pipeline.resources.storage import ObjectStorageResource
 
 
@@ -52,6 +52,32 @@ class GroupedOutcome:
                 description=f"{len(self.failed)} of {total} partitions failed:\n" + "\n".join(lines),
                 metadata={"failed_partitions": dg.MetadataValue.json(self.failed)},
             )
+
+
+def grouped_hourly_asset(
+    key: dg.AssetKey,
+    deps: list,
+    description: str,
+    check_specs: list[dg.AssetCheckSpec] | None = None,
+):
+    """Decorator for a camera x hour asset that runs many partitions in one run (BackfillPolicy.single_run)
+    and reports each partition itself (GroupedOutcome): one camera's failure fails only its own keys."""
+    return dg.multi_asset(
+        specs=[
+            dg.AssetSpec(
+                key,
+                partitions_def=camera_hour_partitions,
+                group_name="monitoring",
+                deps=deps,
+                skippable=True,
+                description=description,
+            )
+        ],
+        check_specs=check_specs,
+        partitions_def=camera_hour_partitions,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        can_subset=True,
+    )
 
 
 def load_intrinsics(storage: ObjectStorageResource, camera: CameraConfig) -> tuple[Intrinsics, ZoomModel]:

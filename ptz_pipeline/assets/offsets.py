@@ -8,6 +8,7 @@ from geometry.offsets import OffsetConfig, estimate_offsets
 from ptz_pipeline import scans
 from ptz_pipeline.assets.common import (
     GroupedOutcome,
+    grouped_hourly_asset,
     keys_by_camera,
     load_intrinsics,
     load_reference_observations,
@@ -89,17 +90,10 @@ def _row_metadata(row: dict) -> dict[str, object]:
     }
 
 
-@dg.multi_asset(
-    specs=[
-        dg.AssetSpec(
-            ORIENTATION_OFFSETS,
-            partitions_def=camera_hour_partitions,
-            group_name="monitoring",
-            deps=[QUERY_SCAN, reference_features, camera_intrinsics, r_align],
-            skippable=True,
-            description="Mount drift (yaw/pitch/roll ± σ, degrees) per camera-hour (Iceberg rows).",
-        )
-    ],
+@grouped_hourly_asset(
+    ORIENTATION_OFFSETS,
+    [QUERY_SCAN, reference_features, camera_intrinsics, r_align],
+    "Mount drift (yaw/pitch/roll ± σ, degrees) per camera-hour (Iceberg rows).",
     check_specs=[
         dg.AssetCheckSpec(
             OFFSET_CHECK,
@@ -108,9 +102,6 @@ def _row_metadata(row: dict) -> dict[str, object]:
             description="|yaw|, |pitch|, |roll| within the camera's offset_threshold_deg (0.5° default).",
         )
     ],
-    partitions_def=camera_hour_partitions,
-    backfill_policy=dg.BackfillPolicy.single_run(),
-    can_subset=True,
 )
 def orientation_offsets(
     context: dg.AssetExecutionContext,

@@ -5,11 +5,11 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 
 from ptz_pipeline import scans
-from ptz_pipeline.assets.common import GroupedOutcome, keys_by_camera
+from ptz_pipeline.assets.common import GroupedOutcome, grouped_hourly_asset, keys_by_camera
 from ptz_pipeline.assets.reference import reference_scan
 from ptz_pipeline.assets.results import failure_row, notify
 from ptz_pipeline.devices import CameraConfig
-from ptz_pipeline.partitions import camera_hour_key, camera_hour_partitions, hour_start
+from ptz_pipeline.partitions import camera_hour_key, hour_start
 from ptz_pipeline.resources.camera import DevicesResource, PTZCamera, PTZCameraResource, can_capture
 from ptz_pipeline.resources.iceberg import IcebergResource
 from ptz_pipeline.resources.slack import SlackResource
@@ -43,20 +43,8 @@ def capture_query(ptz: PTZCamera, cam: CameraConfig, at: datetime):
     return images, telemetry
 
 
-@dg.multi_asset(
-    specs=[
-        dg.AssetSpec(
-            QUERY_SCAN,
-            partitions_def=camera_hour_partitions,
-            group_name="monitoring",
-            deps=[reference_scan],
-            skippable=True,
-            description="The hour's query frames + telemetry in query_scan/{timestamp}/.",
-        )
-    ],
-    partitions_def=camera_hour_partitions,
-    backfill_policy=dg.BackfillPolicy.single_run(),
-    can_subset=True,
+@grouped_hourly_asset(
+    QUERY_SCAN, [reference_scan], "The hour's query frames + telemetry in query_scan/{timestamp}/."
 )
 def query_scan(
     context: dg.AssetExecutionContext,
