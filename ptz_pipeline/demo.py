@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -26,11 +26,13 @@ def demo_table(resources: dict, fleet, hours: list[str]):
     """Estimated drift per camera-hour from the Iceberg table beside the simulator's ground truth."""
     import pandas as pd
 
+    from ptz_pipeline.assets.results import within_threshold
     from ptz_pipeline.partitions import hour_start
     from ptz_pipeline.sim.truth import true_drift
 
     storage, camera = resources["storage"], resources["camera"]
-    rows = resources["iceberg"].read_rows(start=hour_start(hours[0]), end=hour_start(hours[-1]))
+    end = hour_start(hours[-1]) + timedelta(hours=1)  # read_rows' end is exclusive
+    rows = resources["iceberg"].read_rows(start=hour_start(hours[0]), end=end)
     out = []
     for cam in fleet.cameras():
         for hour in hours:
@@ -63,7 +65,7 @@ def demo_table(resources: dict, fleet, hours: list[str]):
                     else (
                         "no row"
                         if row is None
-                        else ("ALERT" if max(abs(v) for v in est) > cam.offset_threshold_deg else "ok")
+                        else ("ok" if within_threshold(row, cam.offset_threshold_deg) else "ALERT")
                     ),
                 }
             )
