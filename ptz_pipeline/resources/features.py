@@ -5,9 +5,9 @@ from __future__ import annotations
 from functools import lru_cache
 
 import dagster as dg
-from geometry.matching import make_matcher
 
 from geometry.features import make_extractor
+from geometry.matching import make_matcher
 
 
 @lru_cache(maxsize=4)
