@@ -22,7 +22,7 @@ demo: setup
 	$(PY) -m ptz_pipeline.demo
 
 test: setup
-	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff check --no-cache .
 	$(VENV)/bin/dagster definitions validate -w workspace.yaml
 	$(VENV)/bin/pytest
 
