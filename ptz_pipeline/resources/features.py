@@ -30,7 +30,7 @@ class FeaturesResource(dg.ConfigurableResource):
     extractor_kind: str = "disk"
     matcher_kind: str = "mnn"
     max_keypoints: int = 2048
-    resize_max: int | None = 640
+    resize_max: int | None = 480
     device: str | None = None
 
     def extractor(self):
