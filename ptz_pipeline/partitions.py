@@ -32,6 +32,11 @@ def hour_start(key: str) -> datetime:
     return datetime.strptime(key, HOUR_FORMAT).replace(tzinfo=UTC)
 
 
+def is_within_hour(start: datetime, t: datetime) -> bool:
+    """Whether ``t`` falls in the hour beginning at ``start``."""
+    return start <= t < start + timedelta(hours=1)
+
+
 def camera_hour_key(camera_key: str, hour: str) -> dg.MultiPartitionKey:
     return dg.MultiPartitionKey({CAMERA_DIM: camera_key, HOUR_DIM: hour})
 

@@ -9,7 +9,7 @@ from ptz_pipeline.assets.common import GroupedOutcome, grouped_hourly_asset, key
 from ptz_pipeline.assets.reference import reference_scan
 from ptz_pipeline.assets.results import failure_row, notify
 from ptz_pipeline.devices import CameraConfig
-from ptz_pipeline.partitions import camera_hour_key, hour_start
+from ptz_pipeline.partitions import camera_hour_key, hour_start, is_within_hour
 from ptz_pipeline.resources.camera import DevicesResource, PTZCamera, PTZCameraResource, can_capture
 from ptz_pipeline.resources.iceberg import IcebergResource
 from ptz_pipeline.resources.slack import SlackResource
@@ -18,29 +18,23 @@ from ptz_pipeline.resources.storage import ObjectStorageResource
 QUERY_SCAN = dg.AssetKey("query_scan")
 
 
-def _capture_time(ptz: PTZCamera, start: datetime, now: datetime) -> datetime:
+def _capture_time(start: datetime, now: datetime) -> datetime:
     """Now for a live capture; mid-hour on the simulator's virtual clock for another hour."""
-    if start <= now < start + timedelta(hours=1):
-        return now
-    return start + timedelta(minutes=30)
+    return now if is_within_hour(start, now) else start + timedelta(minutes=30)
 
 
 def capture_query(ptz: PTZCamera, cam: CameraConfig, at: datetime):
     """Frames and telemetry (pan, tilt, zoom, timestamp) for one hour: the configured stops in active
     mode, one frame once the camera has been still for ``stabilize_time`` seconds in passive mode."""
-    images, telemetry = [], []
     if cam.mode == "active":
+        shots = []
         for i, (pan, tilt, zoom) in enumerate(cam.ptz_stops):
             ptz.move_to(pan, tilt, zoom)
-            image, t = ptz.grab(at + timedelta(seconds=10 * i))
-            images.append(image)
-            telemetry.append((t.pan, t.tilt, t.zoom, t.timestamp))
+            shots.append(ptz.grab(at + timedelta(seconds=10 * i)))
     else:
         ptz.wait_stable(cam.stabilize_time, cam.timeout)
-        image, t = ptz.grab(at)
-        images.append(image)
-        telemetry.append((t.pan, t.tilt, t.zoom, t.timestamp))
-    return images, telemetry
+        shots = [ptz.grab(at)]
+    return [image for image, _ in shots], [(t.pan, t.tilt, t.zoom, t.timestamp) for _, t in shots]
 
 
 @grouped_hourly_asset(
@@ -79,7 +73,7 @@ def query_scan(
                     raise RuntimeError(
                         f"hour {hour} passed without a capture (a past hour is never re-captured)"
                     )
-                images, telemetry = capture_query(ptz, cam, _capture_time(ptz, start, now))
+                images, telemetry = capture_query(ptz, cam, _capture_time(start, now))
                 manifest = scans.write_scan(storage, prefix, cam.key, "query", images, telemetry, cam.mode)
             except Exception as exc:  # any camera failure becomes a row + alert, never stops the others
                 reason = f"capture failed: {type(exc).__name__}: {exc}"

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Protocol
 
 import dagster as dg
 import numpy as np
 
 from ptz_pipeline.devices import CameraConfig, Fleet, SimulatedBackend, load_devices
+from ptz_pipeline.partitions import is_within_hour
 from ptz_pipeline.sim.camera import (
     CameraUnreachableError,
     SimulatedCameraSpec,
@@ -45,10 +46,6 @@ class DevicesResource(dg.ConfigurableResource):
         return self.fleet().camera(key)
 
 
-class _SimulatedCamera(SimulatedPTZCamera):
-    simulated = True
-
-
 class PTZCameraResource(dg.ConfigurableResource):
     """Opens the camera behind a devices.yaml entry. ``panorama`` overrides the simulator's world image."""
 
@@ -57,7 +54,7 @@ class PTZCameraResource(dg.ConfigurableResource):
     def open(self, camera: CameraConfig) -> PTZCamera:
         backend = camera.backend
         if isinstance(backend, SimulatedBackend):
-            return _SimulatedCamera(camera.key, simulated_spec(backend, self.panorama))
+            return SimulatedPTZCamera(camera.key, simulated_spec(backend, self.panorama))
         raise CameraUnreachableError(
             f"{camera.key}: the ONVIF/RTSP/MQTT backend is not part of this build (simulated cameras only)"
         )
@@ -71,4 +68,4 @@ class PTZCameraResource(dg.ConfigurableResource):
 
 def can_capture(camera: PTZCamera, hour_start: datetime, now: datetime) -> bool:
     """A real camera captures only during its hour; the simulator can render any hour (virtual clock)."""
-    return camera.simulated or hour_start <= now < hour_start + timedelta(hours=1)
+    return camera.simulated or is_within_hour(hour_start, now)

@@ -117,6 +117,8 @@ def load_panorama(path: str) -> Panorama:
 class SimulatedPTZCamera:
     """A pure-rotation PTZ camera rendering the panorama; the capture clock is set by the caller."""
 
+    simulated = True
+
     def __init__(self, name: str, spec: SimulatedCameraSpec) -> None:
         self.name = name
         self.spec = spec
