@@ -16,7 +16,9 @@ Errors are |estimate - truth| per angle (degrees) of successful estimates. A sil
 an error above 0.1° in any angle. Negative frames (query rendered from another part of the scene than its
 telemetry says, or looking at the sky) have no right answer: any success there is a silent failure.
 Times: seconds of extraction per query frame, and milliseconds of estimation per query frame (features
-given) split into matching and the rest (RANSAC + LM + covariance, per-frame and joint estimates together).
+given) split into matching and the rest (RANSAC + photometric refinement + LM + covariance, per-frame and
+joint estimates together). "(a) ... without refinement" re-estimates (a)'s features with the matches as
+detected (OffsetConfig(refine=None)).
 The DISK resize policy is measured on a subset of the drifts (accuracy / time per resize_max).
 
 Run from the repository root: .venv/bin/python -m bench.offsets [--quick]
@@ -44,6 +46,7 @@ from geometry.camera import Intrinsics, ZoomModel
 from geometry.features import DiskExtractor, Features, SiftExtractor
 from geometry.matching import make_matcher, optical_axis_angles_deg
 from geometry.offsets import FrameObservation, OffsetConfig, OffsetReport, estimate_offsets
+from geometry.refine import grey
 from geometry.render import Nuisances, Panorama, render_view
 from geometry.rotations import R_BC, Rx, Ry, Rz, drift_angles, drift_matrix, mean_rotation, project_to_so3
 
@@ -143,7 +146,11 @@ class TimedMatcher:
 class Ours:
     """Features from ``extractor``, mutual-NN matching, :func:`estimate_offsets`."""
 
-    def __init__(self, extractor: DiskExtractor | SiftExtractor, config: OffsetConfig | None = None) -> None:
+    def __init__(
+        self,
+        extractor: DiskExtractor | SiftExtractor,
+        config: OffsetConfig | None = None,
+    ) -> None:
         self.extractor = extractor
         self.config = config or OffsetConfig()
         self.matcher = TimedMatcher(make_matcher("mnn", device="cpu"))
@@ -153,10 +160,17 @@ class Ours:
 
     def prepare(self, scene: Scene) -> float:
         t0 = time.perf_counter()
-        feats = [self.extractor.extract(im) for im in scene.reference_images]  # one at a time: less memory
         self.references = [
-            FrameObservation(f, pan, tilt, 0.0, scene.base, f"ref_{pan:.0f}_{tilt:.0f}")
-            for f, (pan, tilt) in zip(feats, REFERENCE_STOPS, strict=True)
+            FrameObservation(
+                self.extractor.extract(im),  # one at a time: less memory
+                pan,
+                tilt,
+                0.0,
+                scene.base,
+                f"ref_{pan:.0f}_{tilt:.0f}",
+                image=grey(im),
+            )
+            for im, (pan, tilt) in zip(scene.reference_images, REFERENCE_STOPS, strict=True)
         ]
         return time.perf_counter() - t0
 
@@ -170,8 +184,10 @@ class Ours:
         """The drift of query features ``feats`` (whose extraction took ``extract_s`` seconds)."""
         t1 = time.perf_counter()
         queries = [
-            FrameObservation(f, pan, tilt, zoom, scene.zoom.intrinsics_at(scene.base, zoom), f"q{i}")
-            for i, (f, (pan, tilt, zoom)) in enumerate(zip(feats, qs.stops, strict=True))
+            FrameObservation(
+                f, pan, tilt, zoom, scene.zoom.intrinsics_at(scene.base, zoom), f"q{i}", image=grey(im)
+            )
+            for i, (f, im, (pan, tilt, zoom)) in enumerate(zip(feats, qs.images, qs.stops, strict=True))
         ]
         self.matcher.seconds = 0.0
         report = estimate_offsets(queries, self.references, self.matcher, self.config)
@@ -335,7 +351,7 @@ SUMMARY_HEADERS = [
     "silent failures (+ negatives accepted)",
     "extraction s/frame",
     "matching ms/frame",
-    "RANSAC+LM ms/frame",
+    "RANSAC+refinement+LM ms/frame",
 ]
 
 
@@ -403,6 +419,10 @@ def main() -> None:
         "(c) baseline: SIFT + ratio + findHomography": Baseline(),
     }
     tallies = prepare_all(scene, methods, log)
+    unrefined_name = "(a) without photometric refinement (same features)"
+    unrefined = Ours(disk.extractor, OffsetConfig(refine=None))
+    unrefined.references = disk.references
+    tallies[unrefined_name] = Tally(reference_extract_s=tallies[next(iter(methods))].reference_extract_s)
     two_refs = Ours(disk.extractor, OffsetConfig(max_reference_frames=2))
     two_refs.references = disk.references
     two_refs_name = f"DISK resize_max {args.disk_resize}, 2 reference frames per query (same features)"
@@ -412,6 +432,8 @@ def main() -> None:
         qs = drift_queries(scene, rng) if i < n_drifts else negative_queries(scene, rng, n_negative)
         for name, method in methods.items():
             log_outcome(log, f"set {i + 1}/{n_drifts + 1} {name}", method.run(scene, qs), qs, tallies[name])
+        outcome = unrefined.estimate(scene, qs, *disk.last_features)
+        log_outcome(log, unrefined_name, outcome, qs, tallies[unrefined_name])
         if i < n_curve:
             curve_sets.append(qs)
             outcome = two_refs.estimate(scene, qs, *disk.last_features)
@@ -440,7 +462,9 @@ def main() -> None:
         "and p95 per angle); per-frame: each frame alone. Silent failures: successes with |error| > "
         f"{SILENT_DEG}° (joint and per-frame together), plus negative frames reported as successes. "
         "Estimation times per query frame with features given: matching (mutual NN, torch) and the rest "
-        "(RANSAC + LM + covariance, per-frame and joint estimates)."
+        "(RANSAC + photometric refinement of up to "
+        f"{OffsetConfig().refine_max_matches} inliers per frame + LM + covariance, per-frame and joint "
+        "estimates)."
     )
     memory = (
         f"Peak resident memory of the process (MiB): {rss['scene']:.0f} after loading the panorama and "

@@ -31,13 +31,18 @@ from scipy.optimize import least_squares
 from geometry.camera import Intrinsics
 from geometry.features import Features
 from geometry.matching import Matcher, select_reference_frames
+from geometry.refine import RefineConfig, refine_matches
 from geometry.rotations import R_BC, drift_angles, rotvec_to_matrix
 
 
 @dataclass(frozen=True)
 class FrameObservation:
     """One frame: its features (pixels in the original image), PTZ telemetry (degrees, zoom 0..1) and the
-    intrinsics at that zoom and at the image's size."""
+    intrinsics at that zoom and at the image's size.
+
+    ``image``: the grey image (H, W) float32 (:func:`geometry.refine.grey`). When a query frame and its
+    reference frames all have one, the matches are refined photometrically (:mod:`geometry.refine`).
+    """
 
     features: Features
     pan_deg: float
@@ -45,6 +50,7 @@ class FrameObservation:
     zoom: float
     intrinsics: Intrinsics
     name: str = ""
+    image: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not (np.isfinite(self.pan_deg) and np.isfinite(self.tilt_deg)):
@@ -56,6 +62,10 @@ class FrameObservation:
         w, h = self.intrinsics.image_size
         if w <= 0 or h <= 0:
             raise ValueError(f"frame {self.name!r}: intrinsics need the image size (width, height)")
+        if self.image is not None and (self.image.ndim != 2 or self.image.shape[::-1] != (w, h)):
+            raise ValueError(
+                f"frame {self.name!r}: image must be grey (H, W) = {(h, w)}, got {self.image.shape}"
+            )
         if tuple(self.features.image_size) != (w, h):
             raise ValueError(
                 f"frame {self.name!r}: features were extracted on a {tuple(self.features.image_size)} image "
@@ -97,7 +107,12 @@ class OffsetConfig:
     keypoint_offset_sigma_px: float = 0.5
     """Prior σ (pixels) of an offset common to all keypoints (a detector's bias; OpenCV's SIFT has 0.25 px).
     It biases the drift where query and reference zooms differ, so it is estimated with the drift and its
-    uncertainty enters σ. 0 assumes unbiased keypoints."""
+    uncertainty enters σ. 0 assumes unbiased keypoints (as after photometric refinement)."""
+    refine: RefineConfig | None = field(default_factory=RefineConfig)
+    """Photometric refinement of the matches when the frames carry images (None: keypoints as detected)."""
+    refine_max_matches: int = 200
+    """Inliers refined per query frame (an even random subset when there are more; the others are dropped:
+    a few hundred refined matches constrain a frame better than thousands of detected ones)."""
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -109,6 +124,8 @@ class OffsetConfig:
             raise ValueError(f"loss must be one of {_LOSSES}, got {self.loss!r}")
         if not 0.0 < self.ransac_confidence < 1.0:
             raise ValueError("ransac_confidence must lie strictly between 0 and 1")
+        if self.refine_max_matches < self.min_inliers:
+            raise ValueError("refine_max_matches must be at least min_inliers")
         if self.min_inliers < 3 or self.min_hull_fraction < 0 or self.keypoint_offset_sigma_px < 0:
             raise ValueError("min_inliers must be >= 3, min_hull_fraction and keypoint_offset_sigma_px >= 0")
 
@@ -158,6 +175,7 @@ class BearingMatches:
     ``R_CB_reference`` (N, 3, 3): ``R_BC(r)ᵀ`` of each match's reference frame.
     ``focal_reference`` (N, 2, 2): the reference frame's ``K[:2, :2]`` (pixels) for reprojection errors.
     ``query_index`` (N,), ``query_pixels`` (N, 2): which query frame and where in it (pixels).
+    ``reference_index`` (N,): which reference frame (index into the references).
     ``keypoint_ids`` (N, 2): ids of the query and of the reference keypoint, unique over all frames.
     ``query_image_sizes``: (width, height) of each of the Q query frames.
     """
@@ -169,6 +187,7 @@ class BearingMatches:
     focal_reference: np.ndarray
     query_index: np.ndarray
     query_pixels: np.ndarray
+    reference_index: np.ndarray
     keypoint_ids: np.ndarray
     query_image_sizes: tuple[tuple[int, int], ...]
 
@@ -453,6 +472,7 @@ def _mount_bearings(frame: FrameObservation) -> tuple[np.ndarray, np.ndarray]:
 
 def _pair_matches(
     query_index: int,
+    reference_index: int,
     query: FrameObservation,
     query_bearings: tuple[np.ndarray, np.ndarray],
     reference: FrameObservation,
@@ -473,6 +493,7 @@ def _pair_matches(
         np.broadcast_to(reference.intrinsics.K[:2, :2], (n, 2, 2)),
         np.full(n, query_index),
         query.features.keypoints[pairs[:, 0]].astype(float),
+        np.full(n, reference_index),
         pairs + keypoint_ids,
         sizes,
     )
@@ -500,6 +521,8 @@ def estimate_offsets(
 
     per_query: list[BearingMatches] = []
     per_frame: list[tuple[str, DriftEstimate]] = []
+    unbiased = replace(config, keypoint_offset_sigma_px=0.0)  # refined matches carry no detector bias
+    refined_frames = 0
     for qi, query in enumerate(queries):
         ref_ids = select_reference_frames(
             (query.pan_deg, query.tilt_deg),
@@ -526,6 +549,7 @@ def estimate_offsets(
             parts.append(
                 _pair_matches(
                     qi,
+                    ri,
                     query,
                     query_bearings,
                     reference,
@@ -535,12 +559,63 @@ def estimate_offsets(
                     sizes,
                 )
             )
-        per_query.append(BearingMatches.concatenate(parts).first_per_keypoint(0))  # nearest reference first
-        per_frame.append((name, solve_drift(per_query[-1], config, n_query_frames=1)))
+        matches = BearingMatches.concatenate(parts).first_per_keypoint(0)  # nearest reference first
+        estimate = solve_drift(matches, config, n_query_frames=1)
+        if estimate.success and _can_refine(query, [references[ri] for ri in ref_ids], config):
+            matches = _photometrically_refined(matches, estimate.D, query, references, config)
+            refined_frames += 1
+            estimate = solve_drift(matches, unbiased, [estimate.D], n_query_frames=1)
+        per_query.append(matches)
+        per_frame.append((name, estimate))
 
     if not per_query:
         reason = "no reference frame overlaps any query frame's telemetry"
         return OffsetReport(per_frame, DriftEstimate.failure(reason, 0, len(queries)))
     hypotheses = [e.D for _, e in per_frame if e.success]
     pooled = BearingMatches.concatenate(per_query).first_per_keypoint(1)
-    return OffsetReport(per_frame, solve_drift(pooled, config, hypotheses, n_query_frames=len(queries)))
+    joint_config = unbiased if refined_frames == len(per_query) else config
+    return OffsetReport(per_frame, solve_drift(pooled, joint_config, hypotheses, n_query_frames=len(queries)))
+
+
+def _can_refine(query: FrameObservation, references: list[FrameObservation], config: OffsetConfig) -> bool:
+    return config.refine is not None and all(f.image is not None for f in [query, *references])
+
+
+def _photometrically_refined(
+    matches: BearingMatches,
+    D: np.ndarray,
+    query: FrameObservation,
+    references: list[FrameObservation],
+    config: OffsetConfig,
+) -> BearingMatches:
+    """The inliers of drift ``D`` among one query frame's ``matches`` (at most ``refine_max_matches`` of
+    them) with their reference positions refined photometrically (:func:`geometry.refine.refine_matches`);
+    matches whose refinement fails are dropped. The query keypoints stay as detected: they only say where
+    the query is sampled, so the query detector's bias no longer matters."""
+    inliers = np.flatnonzero(
+        np.sum(reprojection_errors(matches, D)[0] ** 2, axis=1) < config.ransac_threshold_px**2
+    )
+    if len(inliers) > config.refine_max_matches:
+        rng = np.random.default_rng(config.seed)
+        inliers = np.sort(rng.choice(inliers, config.refine_max_matches, replace=False))
+    matches = matches.subset(inliers)
+    b_reference = matches.b_reference.copy()
+    keep = np.zeros(len(matches), dtype=bool)
+    R_q = R_BC(query.pan_deg, query.tilt_deg)
+    for ri in np.unique(matches.reference_index):
+        reference = references[ri]
+        sel = np.flatnonzero(matches.reference_index == ri)
+        R_rq = R_BC(reference.pan_deg, reference.tilt_deg).T @ D @ R_q  # query camera -> reference camera
+        q_int, r_int = query.intrinsics, reference.intrinsics
+        pixels = matches.query_pixels[sel]
+        refined, ok = refine_matches(
+            query.image,
+            reference.image,
+            pixels,
+            lambda p, r_int=r_int, q_int=q_int, R_rq=R_rq: q_int.project(r_int.unproject(p) @ R_rq),
+            r_int.project(q_int.unproject(pixels) @ R_rq.T),
+            config.refine,
+        )
+        b_reference[sel] = r_int.unproject(refined)
+        keep[sel] = ok
+    return replace(matches, b_reference=b_reference).subset(keep)
