@@ -560,11 +560,20 @@ def estimate_offsets(
                 )
             )
         matches = BearingMatches.concatenate(parts).first_per_keypoint(0)  # nearest reference first
-        estimate = solve_drift(matches, config, n_query_frames=1)
-        if estimate.success and _can_refine(query, [references[ri] for ri in ref_ids], config):
-            matches = _photometrically_refined(matches, estimate.D, query, references, config)
+        D0 = (
+            _initial_drift(matches, config)
+            if _can_refine(query, [references[i] for i in ref_ids], config)
+            else None
+        )
+        estimate = None
+        if D0 is not None:
+            refined = _photometrically_refined(matches, D0, query, references, config)
+            estimate = solve_drift(refined, unbiased, [D0], n_query_frames=1)
+        if estimate is not None and estimate.success:
+            matches = refined
             refined_frames += 1
-            estimate = solve_drift(matches, unbiased, [estimate.D], n_query_frames=1)
+        else:  # no refinement possible, or too little of it converged: the matches as detected
+            estimate = solve_drift(matches, config, n_query_frames=1)
         per_query.append(matches)
         per_frame.append((name, estimate))
 
@@ -575,6 +584,20 @@ def estimate_offsets(
     pooled = BearingMatches.concatenate(per_query).first_per_keypoint(1)
     joint_config = unbiased if refined_frames == len(per_query) else config
     return OffsetReport(per_frame, solve_drift(pooled, joint_config, hypotheses, n_query_frames=len(queries)))
+
+
+def _initial_drift(matches: BearingMatches, config: OffsetConfig) -> np.ndarray | None:
+    """A first drift for the photometric refinement: the RANSAC hypothesis re-fitted (Kabsch, bearings) to
+    its inliers; None with fewer than ``min_inliers`` of them (then :func:`solve_drift` says why)."""
+    if len(matches) < config.min_inliers:
+        return None
+    D = _ransac(matches, config, [], np.random.default_rng(config.seed))
+    if D is None:
+        return None
+    inliers = np.sum(reprojection_errors(matches, D)[0] ** 2, axis=1) < config.ransac_threshold_px**2
+    if inliers.sum() < config.min_inliers:
+        return None
+    return kabsch_rotation(matches.m_query[inliers], matches.m_reference[inliers])
 
 
 def _can_refine(query: FrameObservation, references: list[FrameObservation], config: OffsetConfig) -> bool:

@@ -29,7 +29,8 @@ class RefineConfig:
 
     half_window: int = 5
     """Patch of (2 h + 1)² reference pixels (7 measured 0.025 px instead of 0.031 px, at 1.7x the time)."""
-    iterations: int = 8
+    iterations: int = 5
+    """Gauss-Newton iterations (measured: 0.031 px after 4, unchanged after 8)."""
     tolerance_px: float = 0.002
     """Stop when no match moves more than this in an iteration."""
     max_shift_px: float = 1.0
@@ -85,6 +86,23 @@ def _sample(image: np.ndarray, xy: np.ndarray) -> np.ndarray:
     return out.reshape(-1)[:n].reshape(shape)
 
 
+def _patch_offsets(half: int) -> np.ndarray:
+    """Offsets (P, 2) (x, y) of a (2 half + 1)² patch, row by row."""
+    r = np.arange(-half, half + 1, dtype=np.float64)
+    return np.stack(np.meshgrid(r, r), axis=-1).reshape(-1, 2)
+
+
+def _patch_with_gradients(image: np.ndarray, centres: np.ndarray, half: int) -> tuple[np.ndarray, ...]:
+    """Bilinear patches (N, P) of ``image`` around ``centres`` (N, 2) and their x and y gradients (central
+    differences of one patch one pixel larger, so a single resampling)."""
+    n, side = len(centres), 2 * half + 1
+    big = _sample(image, centres[:, None, :] + _patch_offsets(half + 1)[None]).reshape(n, side + 2, side + 2)
+    inner = big[:, 1:-1, 1:-1].reshape(n, -1)
+    gx = 0.5 * (big[:, 1:-1, 2:] - big[:, 1:-1, :-2]).reshape(n, -1)
+    gy = 0.5 * (big[:, 2:, 1:-1] - big[:, :-2, 1:-1]).reshape(n, -1)
+    return inner, gx, gy
+
+
 def refine_matches(
     query_image: np.ndarray,
     reference_image: np.ndarray,
@@ -108,19 +126,15 @@ def refine_matches(
     shrink = float(np.median(np.sqrt(np.abs(np.linalg.det(A)))))
     query = _blur_for(query_image, shrink)
     reference = _blur_for(reference_image, 1.0 / shrink)
-    grad_x = cv2.Sobel(reference, cv2.CV_32F, 1, 0, ksize=1, scale=0.5)
-    grad_y = cv2.Sobel(reference, cv2.CV_32F, 0, 1, ksize=1, scale=0.5)
 
     h = config.half_window
-    r = np.arange(-h, h + 1, dtype=np.float64)
-    u = np.stack(np.meshgrid(r, r), axis=-1).reshape(-1, 2)  # (P, 2) patch offsets, reference px
+    u = _patch_offsets(h)
     template = _sample(query, q_pts[:, None, :] + np.einsum("nij,pj->npi", A, u))  # (N, P)
 
     delta = np.zeros((n, 2))
     gain, bias = np.ones(n), np.zeros(n)
     for _ in range(config.iterations):
-        xy = p0[:, None, :] + delta[:, None, :] + u[None]
-        ref, gx, gy = _sample(reference, xy), _sample(grad_x, xy), _sample(grad_y, xy)
+        ref, gx, gy = _patch_with_gradients(reference, p0 + delta, h)
         resid = gain[:, None] * ref + bias[:, None] - template  # (N, P)
         J = np.stack([gain[:, None] * gx, gain[:, None] * gy, ref, np.ones_like(ref)], axis=1)  # (N, 4, P)
         H = J @ J.transpose(0, 2, 1) + 1e-6 * np.eye(4, dtype=np.float32)
@@ -131,9 +145,7 @@ def refine_matches(
         if np.max(np.abs(step[:, :2]), initial=0.0) < config.tolerance_px:
             break
 
-    xy = p0[:, None, :] + delta[:, None, :] + u[None]
-    ref = _sample(reference, xy)
-    gx, gy = _sample(grad_x, xy), _sample(grad_y, xy)
+    ref, gx, gy = _patch_with_gradients(reference, p0 + delta, h)
     sxx, sxy, syy = (gx * gx).mean(1), (gx * gy).mean(1), (gy * gy).mean(1)  # structure tensor
     smallest = 0.5 * (sxx + syy) - np.sqrt(0.25 * (sxx - syy) ** 2 + sxy**2)
     weakest = np.sqrt(np.maximum(smallest, 0.0))
