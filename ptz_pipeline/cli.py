@@ -11,7 +11,7 @@ import pandas as pd
 
 from geometry.camera import Intrinsics, ZoomModel, load_calibration, save_calibration
 from geometry.intrinsics import calibrate_chessboard, parse_pattern
-from geometry.offsets import DriftEstimate, estimate_offsets
+from geometry.offsets import DriftEstimate, OffsetConfig, estimate_offsets
 from geometry.rotations import drift_matrix
 
 
@@ -94,10 +94,11 @@ def cmd_offsets(args: argparse.Namespace) -> int:
         print(f"{manifest.kind}: {len(manifest.frames)} frames in {path}", file=sys.stderr)
         scans_found.append((storage, path.name, manifest))
     references, queries = (
-        scans.scan_observations(storage, name, manifest, intr, zoom_model, extractor)
+        scans.scan_observations(storage, name, manifest, intr, zoom_model, extractor, with_images=args.refine)
         for storage, name, manifest in scans_found
     )
-    report = estimate_offsets(queries, references, make_matcher(args.matcher))
+    config = OffsetConfig() if args.refine else OffsetConfig(refine=None)
+    report = estimate_offsets(queries, references, make_matcher(args.matcher), config)
     rows = [report_row(name, e) for name, e in report.per_frame] + [report_row("ALL", report.joint)]
     df = pd.DataFrame(rows, columns=REPORT_COLUMNS)
     out = Path(args.out)
@@ -142,6 +143,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--features", choices=["disk", "sift"], default="disk")
     p.add_argument("--matcher", choices=["mnn", "lightglue"], default="mnn")
     p.add_argument("--resize-max", type=int, default=1024, help="longest side fed to the extractor (px)")
+    p.add_argument(
+        "--no-refine",
+        dest="refine",
+        action="store_false",
+        help="use the matches as detected (no photometric refinement on the images)",
+    )
     p.add_argument("--out", default="report.xlsx")
     p.set_defaults(func=cmd_offsets)
     return parser

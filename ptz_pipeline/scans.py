@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field
 from geometry.camera import Intrinsics, ZoomModel
 from geometry.features import FeatureExtractor, Features
 from geometry.offsets import FrameObservation
+from geometry.refine import grey
 
 
 class Storage(Protocol):
@@ -178,8 +179,10 @@ def scan_observations(
     base: Intrinsics,
     zoom_model: ZoomModel,
     extractor: FeatureExtractor | None = None,
+    with_images: bool = False,
 ) -> list[FrameObservation]:
-    """Frames of a scan with features and telemetry, intrinsics at each frame's zoom.
+    """Frames of a scan with features and telemetry, intrinsics at each frame's zoom, and with
+    ``with_images`` their grey images (for the estimator's photometric refinement).
 
     Stored features (``features/``) are read when they are of the extractor's kind; missing ones (or ones of
     another kind) are extracted with ``extractor`` and stored. Without an extractor, stored features of any
@@ -187,14 +190,18 @@ def scan_observations(
     """
     out = []
     for frame in manifest.frames:
+        key = f"{prefix}/{frame.image}"
+        image = decode_image(storage.get_bytes(key), frame.image) if with_images else None
         has_stored = storage.exists(features_key(prefix, frame))
         stored = read_features(storage, prefix, frame) if has_stored else None
         if stored is not None and (extractor is None or stored.kind == extractor.kind):
             feats = stored
         elif extractor is None:
-            raise FileNotFoundError(f"no features for {prefix}/{frame.image}; extract them first")
+            raise FileNotFoundError(f"no features for {key}; extract them first")
         else:
-            feats = extractor.extract(decode_image(storage.get_bytes(f"{prefix}/{frame.image}"), frame.image))
+            feats = extractor.extract(
+                image if image is not None else decode_image(storage.get_bytes(key), key)
+            )
             write_features(storage, prefix, frame, feats)
         out.append(
             FrameObservation(
@@ -204,6 +211,7 @@ def scan_observations(
                 zoom=frame.zoom,
                 intrinsics=zoom_model.intrinsics_at(base, frame.zoom),
                 name=f"{manifest.kind}/{frame.image}",
+                image=None if image is None else grey(image),
             )
         )
     return out

@@ -197,9 +197,9 @@ def write_scans(root: Path, scan_images: dict) -> None:
         scans.write_scan(storage, kind, CAMERA, kind, images, telemetry)
 
 
-@pytest.mark.parametrize("features", ["sift", "disk"])
+@pytest.mark.parametrize(("features", "options"), [("sift", []), ("disk", []), ("disk", ["--no-refine"])])
 def test_offsets_report_matches_the_simulated_drift(
-    sim: SimulatedCameraSpec, scan_images: dict, tmp_path: Path, features: str
+    sim: SimulatedCameraSpec, scan_images: dict, tmp_path: Path, features: str, options: list[str]
 ) -> None:
     torch.set_num_threads(2)
     write_scans(tmp_path, scan_images)
@@ -213,7 +213,7 @@ def test_offsets_report_matches_the_simulated_drift(
         "--r-align",
         str(tmp_path / "R_align.npy"),
     ]
-    assert main([*argv, "--resize-max", "480", "--out", str(out)]) == 0
+    assert main([*argv, *options, "--resize-max", "480", "--out", str(out)]) == 0
 
     query_images = [
         f.image for f in scans.read_manifest(ObjectStorageResource(url=str(tmp_path)), "query").frames

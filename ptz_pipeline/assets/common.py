@@ -93,11 +93,16 @@ def load_intrinsics(storage: ObjectStorageResource, camera: CameraConfig) -> tup
 
 
 def load_reference_observations(
-    storage: ObjectStorageResource, camera: CameraConfig, base: Intrinsics, zoom_model: ZoomModel
+    storage: ObjectStorageResource,
+    camera: CameraConfig,
+    base: Intrinsics,
+    zoom_model: ZoomModel,
+    with_images: bool = False,
 ) -> list[FrameObservation]:
-    """Reference frames with their stored features and telemetry (loaded once per camera per run)."""
+    """Reference frames with their stored features and telemetry (and grey images with ``with_images``),
+    loaded once per camera per run."""
     prefix = scans.reference_prefix(camera.deployment, camera.name)
     manifest = scans.read_manifest(storage, prefix)
     if manifest is None:
         raise FileNotFoundError(f"{camera.key}: no reference scan at {storage.uri(prefix)}")
-    return scans.scan_observations(storage, prefix, manifest, base, zoom_model)
+    return scans.scan_observations(storage, prefix, manifest, base, zoom_model, with_images=with_images)

@@ -4,7 +4,7 @@ import time
 
 import dagster as dg
 
-from geometry.offsets import OffsetConfig, estimate_offsets
+from geometry.offsets import estimate_offsets
 from ptz_pipeline import scans
 from ptz_pipeline.assets.common import (
     GroupedOutcome,
@@ -39,7 +39,8 @@ def _camera_rows(
 ) -> list[dict]:
     """One result row per requested hour of one camera; reference features are loaded once."""
     intr, zoom_model = load_intrinsics(storage, cam)
-    references = load_reference_observations(storage, cam, intr, zoom_model)
+    refine = features.photometric_refinement
+    references = load_reference_observations(storage, cam, intr, zoom_model, with_images=refine)
     matcher = features.matcher()
     rows = []
     for i, hour in enumerate(hours, start=1):
@@ -55,8 +56,10 @@ def _camera_rows(
             )
             continue
         t0 = time.perf_counter()
-        queries = scans.scan_observations(storage, prefix, manifest, intr, zoom_model, features.extractor())
-        report = estimate_offsets(queries, references, matcher, OffsetConfig())
+        queries = scans.scan_observations(
+            storage, prefix, manifest, intr, zoom_model, features.extractor(), with_images=refine
+        )
+        report = estimate_offsets(queries, references, matcher, features.offset_config())
         positions = [{"pan": f.pan, "tilt": f.tilt, "zoom": f.zoom} for f in manifest.frames]
         rows.append(
             result_row(cam, start, pk, context.run.run_id, report.joint, positions, storage.uri(prefix))
