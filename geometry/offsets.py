@@ -9,9 +9,11 @@ For a matched feature with unit bearings ``b_q`` (query camera frame) and ``b_r`
 
 Pipeline: match each query frame to the reference frames its telemetry overlaps (once; each query keypoint
 keeps its match in the nearest reference frame, each reference keypoint one match, so that residuals are
-independent); a 2-point RANSAC (Kabsch on two bearing pairs, MSAC scoring) on the pooled mount-frame
-bearings; robust non-linear least squares (scipy ``least_squares``) on the reprojection error in the
-(undistorted) reference image, in pixels, over the drift and a keypoint offset common to all keypoints (a
+independent); a 2-point RANSAC (Kabsch on two bearing pairs, MSAC scoring) on the mount-frame bearings; when
+the frames carry their images, up to ``refine_max_matches`` inliers per query frame re-found in the reference
+by photometric alignment (:mod:`geometry.refine`, which removes the detector's position bias); robust
+non-linear least squares (scipy ``least_squares``) on the reprojection error in the (undistorted) reference
+image, in pixels, over the drift and, for matches as detected, a keypoint offset common to all keypoints (a
 detector's sub-pixel bias, with a Gaussian prior: it biases the drift wherever query and reference zooms
 differ); covariance ``(JᵀJ / σ² + prior)⁻¹`` with σ² from the residuals, propagated to yaw/pitch/roll.
 An estimate that the data cannot support (too few inliers, inliers bunched in a small part of the image,
@@ -328,6 +330,15 @@ def _offset_corrected(
     return r, (J if offset_jacobian else J[:, :, :3])
 
 
+def _inliers(
+    matches: BearingMatches, D: np.ndarray, config: OffsetConfig, offset: np.ndarray | None = None
+) -> np.ndarray:
+    """Mask of the matches whose reprojection error (with the keypoint ``offset``, pixels) under drift ``D``
+    is below ``config.ransac_threshold_px``."""
+    r = _offset_corrected(matches, D, np.zeros(2) if offset is None else offset)[0]
+    return np.sum(r**2, axis=1) < config.ransac_threshold_px**2
+
+
 def _refine(
     matches: BearingMatches, D0: np.ndarray, offset0: np.ndarray, config: OffsetConfig
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -415,15 +426,14 @@ def solve_drift(
     D = _ransac(matches, config, hypotheses, rng)
     if D is None:
         return DriftEstimate.failure("no valid 2-point sample (all matched bearings nearly coincide)", n, nq)
-    thr2 = config.ransac_threshold_px**2
     offset = np.zeros(2)
-    inliers = np.sum(reprojection_errors(matches, D)[0] ** 2, axis=1) < thr2
+    inliers = _inliers(matches, D, config)
     for _ in range(2):  # refine on the inliers; once more if that changes more than 1 % of the inlier set
         if inliers.sum() < config.min_inliers:
             break
         D, offset = _refine(matches.subset(inliers), D, offset, config)
         previous = inliers
-        inliers = np.sum(_offset_corrected(matches, D, offset)[0] ** 2, axis=1) < thr2
+        inliers = _inliers(matches, D, config, offset)
         if np.count_nonzero(inliers != previous) <= 0.01 * previous.sum():
             break
     n_in = int(inliers.sum())
@@ -594,7 +604,7 @@ def _initial_drift(matches: BearingMatches, config: OffsetConfig) -> np.ndarray 
     D = _ransac(matches, config, [], np.random.default_rng(config.seed))
     if D is None:
         return None
-    inliers = np.sum(reprojection_errors(matches, D)[0] ** 2, axis=1) < config.ransac_threshold_px**2
+    inliers = _inliers(matches, D, config)
     if inliers.sum() < config.min_inliers:
         return None
     return kabsch_rotation(matches.m_query[inliers], matches.m_reference[inliers])
@@ -615,9 +625,7 @@ def _photometrically_refined(
     them) with their reference positions refined photometrically (:func:`geometry.refine.refine_matches`);
     matches whose refinement fails are dropped. The query keypoints stay as detected: they only say where
     the query is sampled, so the query detector's bias no longer matters."""
-    inliers = np.flatnonzero(
-        np.sum(reprojection_errors(matches, D)[0] ** 2, axis=1) < config.ransac_threshold_px**2
-    )
+    inliers = np.flatnonzero(_inliers(matches, D, config))
     if len(inliers) > config.refine_max_matches:
         rng = np.random.default_rng(config.seed)
         inliers = np.sort(rng.choice(inliers, config.refine_max_matches, replace=False))
