@@ -56,6 +56,7 @@ REFERENCE_STOPS = [(float(pan), tilt) for tilt in (-10.0, -25.0) for pan in rang
 R_ALIGN = Rz(np.radians(23.0)) @ Rx(np.radians(1.5)) @ Ry(np.radians(-0.8))
 """The simulated camera's mount alignment (the drift estimate must not depend on it)."""
 QUERIES_PER_DRIFT = 5
+BASELINE = "(c) baseline: SIFT + ratio + findHomography"
 SILENT_DEG = 0.1
 
 
@@ -88,6 +89,8 @@ class Outcome:
     extract_s: float
     match_s: float
     solve_s: float
+    joint_sigma: np.ndarray = field(default_factory=lambda: np.full(3, np.nan))
+    """σ of the joint yaw/pitch/roll (degrees; NaN for the baseline, which has none)."""
 
 
 @dataclass
@@ -122,6 +125,19 @@ class Tally:
         neg = [o.frame_inliers for o, truth in self.outcomes if truth is None]
         pos_all, neg_all = np.concatenate([np.zeros(0), *pos]), np.concatenate([np.zeros(0), *neg])
         return int(pos_all.min(initial=1e9)), int(neg_all.max(initial=0))
+
+    def sigma_check(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per angle, over successful joint estimates: median |error| / σ (0.67 for a calibrated Gaussian σ)
+        and the share of estimates within 3 σ (0.997)."""
+        z = np.array(
+            [
+                np.abs(o.joint_angles - truth) / o.joint_sigma
+                for o, truth in self.outcomes
+                if truth is not None
+            ]
+        ).reshape(-1, 3)
+        z = z[np.all(np.isfinite(z), axis=1)]
+        return np.median(z, axis=0) if len(z) else np.full(3, np.nan), np.mean(z < 3.0, axis=0)
 
     def per_query(self, attribute: str) -> float:
         n = sum(len(o.frame_ok) for o, truth in self.outcomes if truth is not None)
@@ -211,6 +227,7 @@ def _outcome(report: OffsetReport, extract_s: float, match_s: float, solve_s: fl
         extract_s,
         match_s,
         solve_s,
+        _angles(j.success, j.sigma_yaw_deg, j.sigma_pitch_deg, j.sigma_roll_deg),
     )
 
 
@@ -416,7 +433,7 @@ def main() -> None:
     methods: dict[str, Ours | Baseline] = {
         f"(a) ours, DISK (resize_max {args.disk_resize})": disk,
         "(b) ours, SIFT": Ours(SiftExtractor()),
-        "(c) baseline: SIFT + ratio + findHomography": Baseline(),
+        BASELINE: Baseline(),
     }
     tallies = prepare_all(scene, methods, log)
     unrefined_name = "(a) without photometric refinement (same features)"
@@ -472,6 +489,20 @@ def main() -> None:
         f"{rss['curve']:.0f} after the resize curve. BLAS threads 1, torch threads 2. "
         f"Wall time {time.perf_counter() - start:.0f} s."
     )
+    baseline_median = np.nanmedian(tallies[BASELINE].errors(joint=True), axis=0)
+    ratios = "; ".join(
+        f"{name}: "
+        + "/".join(f"{r:.1f}x" for r in baseline_median / np.nanmedian(t.errors(joint=True), axis=0))
+        for name, t in tallies.items()
+        if name != BASELINE
+    )
+    sigma_checks = "; ".join(
+        f"{name}: median |error|/σ {'/'.join(f'{v:.2f}' for v in med)}, within 3σ "
+        + "/".join(f"{v:.0%}" for v in within)
+        for name, t in tallies.items()
+        if name != BASELINE
+        for med, within in [t.sigma_check()]
+    )
     inlier_counts = "; ".join(
         f"{name}: {pos} / {neg}" for name, t in tallies.items() for pos, neg in [t.inlier_extremes()]
     )
@@ -484,8 +515,12 @@ def main() -> None:
             table,
             f"### DISK resize policy, reference frames per query ({n_curve} drifts x {QUERIES_PER_DRIFT})",
             curve_table,
-            "Inliers, fewest of a successful query frame / most of a negative frame (min_inliers "
-            f"= {OffsetConfig().min_inliers}): {inlier_counts}",
+            f"Baseline median error / method median error (yaw/pitch/roll, joint, same run): {ratios}",
+            "Is σ honest? Over the joint estimates, per angle (a calibrated Gaussian σ gives a median "
+            f"|error|/σ of 0.67 and 99.7 % within 3σ): {sigma_checks}",
+            "Inliers (after refinement: the refined matches, at most "
+            f"{OffsetConfig().refine_max_matches} per frame), fewest of a successful query frame / most of a "
+            f"negative frame (min_inliers = {OffsetConfig().min_inliers}): {inlier_counts}",
             f"Reference scan feature extraction (16 frames): {extraction}",
             memory,
         ]
