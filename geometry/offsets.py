@@ -13,8 +13,8 @@ independent); a 2-point RANSAC (Kabsch on two bearing pairs, MSAC scoring) on th
 the frames carry their images, up to ``refine_max_matches`` inliers per query frame re-found in the reference
 by photometric alignment (:mod:`geometry.refine`, which removes the detector's position bias); robust
 non-linear least squares (scipy ``least_squares``) on the reprojection error in the (undistorted) reference
-image, in pixels, over the drift and, for matches as detected, a keypoint offset common to all keypoints (a
-detector's sub-pixel bias, with a Gaussian prior: it biases the drift wherever query and reference zooms
+image, in pixels, over the drift and a keypoint offset common to all keypoints (a detector's sub-pixel bias
+or a principal-point error, with a Gaussian prior: it biases the drift wherever query and reference zooms
 differ); covariance ``(JᵀJ / σ² + prior)⁻¹`` with σ² from the residuals, propagated to yaw/pitch/roll.
 An estimate that the data cannot support (too few inliers, inliers bunched in a small part of the image,
 σ too large, no overlapping reference) is returned with ``success=False``, NaN angles and the reason —
@@ -109,7 +109,9 @@ class OffsetConfig:
     keypoint_offset_sigma_px: float = 0.5
     """Prior σ (pixels) of an offset common to all keypoints (a detector's bias; OpenCV's SIFT has 0.25 px).
     It biases the drift where query and reference zooms differ, so it is estimated with the drift and its
-    uncertainty enters σ. 0 assumes unbiased keypoints (as after photometric refinement)."""
+    uncertainty enters σ. It is kept after photometric refinement, where it absorbs a principal-point error of
+    the calibration instead (demo fleet, chessboard K: roll error 0.006 -> 0.002°). 0 assumes unbiased
+    keypoints and an exact K."""
     refine: RefineConfig | None = field(default_factory=RefineConfig)
     """Photometric refinement of the matches when the frames carry images (None: keypoints as detected)."""
     refine_max_matches: int = 200
@@ -531,8 +533,6 @@ def estimate_offsets(
 
     per_query: list[BearingMatches] = []
     per_frame: list[tuple[str, DriftEstimate]] = []
-    unbiased = replace(config, keypoint_offset_sigma_px=0.0)  # refined matches carry no detector bias
-    refined_frames = 0
     for qi, query in enumerate(queries):
         ref_ids = select_reference_frames(
             (query.pan_deg, query.tilt_deg),
@@ -578,10 +578,9 @@ def estimate_offsets(
         estimate = None
         if D0 is not None:
             refined = _photometrically_refined(matches, D0, query, references, config)
-            estimate = solve_drift(refined, unbiased, [D0], n_query_frames=1)
+            estimate = solve_drift(refined, config, [D0], n_query_frames=1)
         if estimate is not None and estimate.success:
             matches = refined
-            refined_frames += 1
         else:  # no refinement possible, or too little of it converged: the matches as detected
             estimate = solve_drift(matches, config, n_query_frames=1)
         per_query.append(matches)
@@ -592,8 +591,7 @@ def estimate_offsets(
         return OffsetReport(per_frame, DriftEstimate.failure(reason, 0, len(queries)))
     hypotheses = [e.D for _, e in per_frame if e.success]
     pooled = BearingMatches.concatenate(per_query).first_per_keypoint(1)
-    joint_config = unbiased if refined_frames == len(per_query) else config
-    return OffsetReport(per_frame, solve_drift(pooled, joint_config, hypotheses, n_query_frames=len(queries)))
+    return OffsetReport(per_frame, solve_drift(pooled, config, hypotheses, n_query_frames=len(queries)))
 
 
 def _initial_drift(matches: BearingMatches, config: OffsetConfig) -> np.ndarray | None:

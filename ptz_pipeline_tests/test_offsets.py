@@ -314,8 +314,8 @@ def test_rendered_drift_matches_ground_truth(scene: dict, drift_deg) -> None:
 
 
 def test_photometric_refinement_with_images(scene: dict) -> None:
-    """Frames that carry their images get their matches refined: the drift is then found to well under a
-    thousandth of a degree across zooms, with σ that still covers the error."""
+    """Frames that carry their images get their matches refined: the joint drift is then found to a
+    thousandth of a degree across zooms (each frame alone to 0.005°), with σ that covers the error."""
     rng = np.random.default_rng(21)
     drift = (-2.2, 1.5, -1.0)
     stops = [(8.0, -14.0, 1.0), (50.0, -22.0, 1.3), (85.0, -12.0, 1.7)]
@@ -324,7 +324,7 @@ def test_photometric_refinement_with_images(scene: dict) -> None:
     for name, est in [*report.per_frame, ("joint", report.joint)]:
         assert est.success, (name, est.reason)
         err = np.abs(angles(est) - drift)
-        assert np.all(err < 0.002), (name, err)
+        assert np.all(err < (0.001 if name == "joint" else 0.005)), (name, err)
         assert np.all(err < 5 * sigmas(est) + 2e-4), (name, err, sigmas(est))
     assert report.joint.inliers <= len(stops) * OffsetConfig().refine_max_matches
     unrefined = estimate_offsets(
