@@ -192,8 +192,8 @@ class Ours:
 
     def run(self, scene: Scene, qs: QuerySet) -> Outcome:
         t0 = time.perf_counter()
-        self.last_features = [self.extractor.extract(im) for im in qs.images], 0.0
-        self.last_features = self.last_features[0], time.perf_counter() - t0
+        feats = [self.extractor.extract(im) for im in qs.images]
+        self.last_features = feats, time.perf_counter() - t0
         return self.estimate(scene, qs, *self.last_features)
 
     def estimate(self, scene: Scene, qs: QuerySet, feats: list[Features], extract_s: float) -> Outcome:
