@@ -48,13 +48,20 @@ from ptz_pipeline import scans
 from ptz_pipeline.assets import offsets as offset_assets
 from ptz_pipeline.assets import query as query_assets
 from ptz_pipeline.definitions import build_definitions, default_resources
+from ptz_pipeline.demo import calibrate_simulated
 from ptz_pipeline.devices import camera_key, load_devices
-from ptz_pipeline.partitions import camera_partitions, hour_start, recent_hours, split_camera_hour
+from ptz_pipeline.partitions import (
+    camera_hour_key,
+    camera_hour_range_tags,
+    camera_partitions,
+    hour_start,
+    recent_hours,
+    split_camera_hour,
+)
 from ptz_pipeline.resources.features import FeaturesResource
 from ptz_pipeline.resources.iceberg import CATALOG_NAME, IcebergResource
 from ptz_pipeline.resources.slack import SlackResource
 from ptz_pipeline.resources.storage import ObjectStorageResource
-from ptz_pipeline.sim.survey import chessboard_photos
 from ptz_pipeline.sim.truth import true_drift
 
 COMMAND = ".venv/bin/python -m bench.pipeline"
@@ -62,7 +69,6 @@ THREADS = 2
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 CATEGORIES = ("camera", "extraction", "estimation", "storage", "iceberg")
 """Timed work inside the asset bodies; the rest of a run's wall time is Dagster's."""
-CHESSBOARD_VIEWS = 8
 E2E_TARGET_S, OVERHEAD_TARGET, BACKFILL_TARGET_S = 5.0, 0.20, 600.0
 ORIENTATION_OFFSETS = dg.AssetKey("orientation_offsets")
 
@@ -212,27 +218,14 @@ class Bench:
         work = {c: self.timers.seconds.get(c, 0.0) for c in CATEGORIES}
         return Measured(1, partitions, wall, work, failed_runs=0 if result.success else 1)
 
-    def range_tags(self, hours: list[str]) -> dict[str, str]:
-        """Every camera x ``hours`` (the fleet's cameras are the instance's only ones, in file order)."""
-        return {
-            "dagster/asset_partition_range_start": f"{self.keys[0]}|{hours[0]}",
-            "dagster/asset_partition_range_end": f"{self.keys[-1]}|{hours[-1]}",
-        }
-
     def calibrate(self, say: Callable[[str], None]) -> float:
-        """Upload chessboard photos (rendered once: every camera has the same lens), then run
-        calibrate_camera per camera; returns the seconds of the calibrate_camera runs."""
-        cams = list(self.fleet.cameras())
-        photos = chessboard_photos(self.resources["camera"].simulated_spec(cams[0]), CHESSBOARD_VIEWS)
-        for cam in cams:
-            prefix = scans.chessboard_prefix(cam.deployment, cam.name)
-            for i, image in enumerate(photos):
-                self.storage.put_bytes(f"{prefix}/{i:02d}.png", scans.encode_png(image))
+        """Calibrate every camera as the demo does (chessboards, intrinsics, reference scan + features,
+        survey, R_align); returns the seconds this took."""
         t0 = time.perf_counter()
-        for i, key in enumerate(self.keys, start=1):
-            if not self.run("calibrate_camera", partition_key=key).success:
-                raise SystemExit(f"calibrate_camera failed for {key}")
-            say(f"calibrated {key} ({i}/{len(self.keys)})")
+        for i, cam in enumerate(self.fleet.cameras(), start=1):
+            if not calibrate_simulated(self.run, self.storage, cam):
+                raise SystemExit(f"calibration failed for {cam.key}")
+            say(f"calibrated {cam.key} ({i}/{len(self.keys)})")
         return time.perf_counter() - t0
 
     def accuracy(self, partition_keys: set[str]) -> tuple[int, int, float]:
@@ -245,7 +238,7 @@ class Bench:
                 continue
             cam = self.fleet.camera(camera_key(row.deployment, row.device_id))
             hour = hour_start(split_camera_hour(row.partition_key)[1])
-            truth = true_drift(self.storage, self.resources["camera"], cam, hour)
+            truth = true_drift(self.storage, cam, hour)
             errors.append(
                 np.max(np.abs(np.subtract((row.yaw_offset, row.pitch_offset, row.roll_offset), truth)))
             )
@@ -313,7 +306,7 @@ def end_to_end(tmp: Path, n_hours: int, say: Callable[[str], None]) -> str:
     rows, runs = [], []
     with bench.timers.patched(bench.resources["features"].extractor()):
         for hour in hours:
-            pk = f"{cam.key}|{hour}"
+            pk = str(camera_hour_key(cam.key, hour))
             capture = bench.measure("capture_queries", 1, partition_key=pk)
             m = replace(capture + bench.measure("estimate_offsets", 1, partition_key=pk), partitions=1)
             runs.append(m)
@@ -321,7 +314,7 @@ def end_to_end(tmp: Path, n_hours: int, say: Callable[[str], None]) -> str:
             say(f"{pk}: {m.wall_s:.1f} s ({m.failed_runs} failed runs)")
     total = functools.reduce(operator.add, runs)
     rows.append(breakdown_row("mean", total))
-    ok, n_rows, max_err = bench.accuracy({f"{cam.key}|{hour}" for hour in hours})
+    ok, n_rows, max_err = bench.accuracy({str(camera_hour_key(cam.key, hour)) for hour in hours})
     per_partition = total.wall_s / n_hours
     overhead = total.dagster_s / total.wall_s
     geometry = (total.work_s["extraction"] + total.work_s["estimation"]) / total.wall_s
@@ -378,25 +371,28 @@ def backfill(tmp: Path, n_cameras: int, n_hours: int, n_single: int, say: Callab
     cal_s = bench.calibrate(say)
     hours = recent_hours(datetime.now(UTC), n_hours)
     n_partitions = n_cameras * n_hours
+    tags = camera_hour_range_tags(bench.keys, hours)
     t0 = time.perf_counter()
-    if not bench.run("capture_queries", tags=bench.range_tags(hours)).success:
+    if not bench.run("capture_queries", tags=tags).success:
         raise SystemExit("capture_queries failed")
     capture_s = time.perf_counter() - t0
     say(f"captured {n_partitions} query scans in one run: {capture_s:.1f} s")
     extractor = bench.resources["features"].extractor()
     with bench.timers.patched(extractor):
-        history = bench.measure("estimate_offsets", n_partitions, tags=bench.range_tags(hours))
+        history = bench.measure("estimate_offsets", n_partitions, tags=tags)
         say(f"history pass (SIFT extraction stored + estimation): {history.wall_s:.1f} s")
-        single = bench.measure("estimate_offsets", n_partitions, tags=bench.range_tags(hours))
+        single = bench.measure("estimate_offsets", n_partitions, tags=tags)
         say(f"(a) backfill in one run: {single.wall_s:.1f} s")
         materialized = len(bench.instance.get_materialized_partitions(ORIENTATION_OFFSETS))
-        subset = [f"{bench.keys[i % n_cameras]}|{hours[i % n_hours]}" for i in range(n_single)]
+        subset = [
+            str(camera_hour_key(bench.keys[i % n_cameras], hours[i % n_hours])) for i in range(n_single)
+        ]
         runs = []
         for i, pk in enumerate(subset, start=1):
             runs.append(bench.measure("estimate_offsets", 1, partition_key=pk))
             say(f"(b) run {i}/{n_single} {pk}: {runs[-1].wall_s:.2f} s")
     per_run = functools.reduce(operator.add, runs)
-    ok, n_rows, max_err = bench.accuracy({f"{k}|{h}" for k in bench.keys for h in hours})
+    ok, n_rows, max_err = bench.accuracy({str(camera_hour_key(k, h)) for k in bench.keys for h in hours})
     scale = n_partitions / n_single
     extrapolated = Measured(
         n_partitions, n_partitions, per_run.wall_s * scale, {c: v * scale for c, v in per_run.work_s.items()}

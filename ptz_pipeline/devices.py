@@ -20,6 +20,7 @@ import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
@@ -40,7 +41,8 @@ from pydantic import (
     model_validator,
 )
 
-from geometry.camera import ZoomModel
+from geometry.camera import Intrinsics, ZoomModel
+from geometry.rotations import drift_angles, drift_matrix
 
 KEY_SEPARATOR = "__"
 NAME_PATTERN = re.compile(r"[a-z0-9]([a-z0-9._-]*[a-z0-9])?")
@@ -141,11 +143,19 @@ class ReferenceGrid(_Model):
         return [(float(pan), float(tilt), self.zoom) for tilt in tilts for pan in pans]
 
 
+SIM_EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
+"""Time origin of the simulated mounts' drift."""
+PACKAGED_PANORAMA = Path(__file__).resolve().parent / "data" / "panorama" / "examplepano.jpg"
+"""The simulator's default world: Matthew Petroff's panorama (CC BY-SA 3.0, see data/panorama/SOURCE.txt)."""
+
+
 class SimulatedBackend(_Model):
-    """A simulated camera (ptz_pipeline.sim): the fields of ``SimulatedCameraSpec`` but the panorama.
+    """A simulated camera (rendered by the ``simulated`` backend): its true lens, mount and drift.
 
     The mount sits at ``mount_ypr_deg`` (yaw, pitch, roll degrees) and drifts per angle as
-    ``drift_offset_deg + drift_amplitude_deg * sin(2 pi h / drift_period_hours + phase)``.
+    ``drift_offset_deg + drift_amplitude_deg * sin(2 pi h / drift_period_hours + phase)`` (h = hours since
+    SIM_EPOCH). The drift the pipeline should report for a query at t against a reference captured at t_ref
+    is ``R_WB(t_ref)^T @ R_WB(t)`` (:meth:`true_drift`).
     """
 
     kind: Literal["simulated"]
@@ -167,6 +177,48 @@ class SimulatedBackend(_Model):
     """Render noise, exposure, blur and JPEG artefacts."""
     home: PTZStop = (0.0, -15.0, 0.0)
     """PTZ position (pan deg, tilt deg, zoom) when the camera starts."""
+    panorama: str | None = None
+    """Equirectangular world image the camera renders; None: the packaged panorama."""
+
+    @property
+    def panorama_path(self) -> Path:
+        """The world image file (FileNotFoundError naming it when absent)."""
+        path = Path(self.panorama) if self.panorama else PACKAGED_PANORAMA
+        if not path.is_file():
+            raise FileNotFoundError(f"simulator panorama not found at {path}")
+        return path
+
+    @property
+    def intrinsics(self) -> Intrinsics:
+        """True intrinsics at zoom 0 (widest)."""
+        return Intrinsics.from_fov(self.hfov_deg, self.image_width, self.image_height, np.array(self.dist))
+
+    @property
+    def zoom_model(self) -> ZoomModel:
+        """True zoom -> focal model: focal length grows linearly from f(0) to zoom_max_ratio * f(0)."""
+        f0 = self.intrinsics.fx
+        return ZoomModel((0.0, 1.0), (f0, f0 * self.zoom_max_ratio))
+
+    @property
+    def R_mount(self) -> np.ndarray:
+        """True mount-to-world rotation at the simulation epoch (before any drift)."""
+        return drift_matrix(*self.mount_ypr_deg)
+
+    def drift_ypr(self, t: datetime) -> np.ndarray:
+        """Mount drift (yaw, pitch, roll degrees) at time ``t`` relative to R_mount."""
+        hours = (t - SIM_EPOCH).total_seconds() / 3600.0
+        phase = np.array([0.0, 2.1, 4.2]) + self.seed
+        return np.asarray(self.drift_offset_deg) + np.asarray(self.drift_amplitude_deg) * np.sin(
+            2 * np.pi * hours / self.drift_period_hours + phase
+        )
+
+    def R_WB(self, t: datetime) -> np.ndarray:
+        """True mount-to-world rotation at time ``t``."""
+        return self.R_mount @ drift_matrix(*self.drift_ypr(t))
+
+    def true_drift(self, t_reference: datetime, t_query: datetime) -> tuple[float, float, float]:
+        """Ground-truth (yaw, pitch, roll) degrees of the query's mount relative to the reference's."""
+        return drift_angles(self.R_WB(t_reference).T @ self.R_WB(t_query))
 
 
 class OnvifBackend(_Model):

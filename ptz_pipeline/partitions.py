@@ -41,6 +41,21 @@ def camera_hour_key(camera_key: str, hour: str) -> dg.MultiPartitionKey:
     return dg.MultiPartitionKey({CAMERA_DIM: camera_key, HOUR_DIM: hour})
 
 
+def camera_hour_range_tags(cameras: list[str], hours: list[str]) -> dict[str, str]:
+    """Run tags covering ``cameras`` x ``hours`` as one range, first camera's first hour to the last camera's
+    last hour. The range covers every camera whose key sorts between the two ends, so use it only for a
+    fleet whose cameras are all wanted (the sensors use explicit keys instead)."""
+    return {
+        "dagster/asset_partition_range_start": f"{cameras[0]}|{hours[0]}",
+        "dagster/asset_partition_range_end": f"{cameras[-1]}|{hours[-1]}",
+    }
+
+
+def camera_partition_changes(existing: set[str], wanted: list[str]) -> tuple[list[str], list[str]]:
+    """(camera keys to add in ``wanted`` order, keys to remove sorted) to make the partitions ``wanted``."""
+    return [k for k in wanted if k not in existing], sorted(existing - set(wanted))
+
+
 def split_camera_hour(key: str | dg.MultiPartitionKey) -> tuple[str, str]:
     """(camera key, hour key) of a camera x hour partition key."""
     mk = key if isinstance(key, dg.MultiPartitionKey) else None

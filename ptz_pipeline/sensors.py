@@ -7,6 +7,7 @@ camera|hour keys (``RunRequest.for_asset_graph_subset`` launches a one-run backf
 
 import json
 from collections import defaultdict
+from contextlib import closing
 from datetime import UTC, datetime
 
 import dagster as dg
@@ -16,10 +17,12 @@ from dagster._core.definitions.events import AssetKeyPartitionKey
 from ptz_pipeline.assets.offsets import ORIENTATION_OFFSETS
 from ptz_pipeline.assets.query import QUERY_SCAN
 from ptz_pipeline.assets.results import failure_row, notify
+from ptz_pipeline.camera import NoStableWindowError
 from ptz_pipeline.devices import split_camera_key
 from ptz_pipeline.jobs import calibration_job
 from ptz_pipeline.partitions import (
     camera_hour_key,
+    camera_partition_changes,
     camera_partitions,
     hour_key,
     hour_start,
@@ -28,7 +31,6 @@ from ptz_pipeline.partitions import (
 from ptz_pipeline.resources.camera import DevicesResource, PTZCameraResource
 from ptz_pipeline.resources.iceberg import IcebergResource
 from ptz_pipeline.resources.slack import SlackResource
-from ptz_pipeline.sim.camera import NoStableWindowError
 
 SITE_TAG = "ptz/deployment"
 
@@ -61,10 +63,10 @@ def requested_keys(request: dg.RunRequest) -> list[str]:
 @dg.sensor(minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING)
 def devices_sensor(context: dg.SensorEvaluationContext, devices: DevicesResource) -> dg.SensorResult:
     """Keep the camera partitions equal to devices.yaml (add new, remove deleted); calibrate new cameras."""
-    wanted = [c.key for c in devices.fleet().cameras()]
-    existing = set(context.instance.get_dynamic_partitions(camera_partitions.name))
-    added = [k for k in wanted if k not in existing]
-    removed = sorted(existing - set(wanted))
+    added, removed = camera_partition_changes(
+        set(context.instance.get_dynamic_partitions(camera_partitions.name)),
+        [c.key for c in devices.fleet().cameras()],
+    )
     requests = []
     if added:
         requests.append(camera_partitions.build_add_request(added))
@@ -133,7 +135,8 @@ def passive_capture(
         if cam.key in state["done"]:
             continue
         try:
-            camera.open(cam).wait_stable(cam.stabilize_time, timeout=0)
+            with closing(camera.open(cam)) as ptz:
+                ptz.wait_stable(cam.stabilize_time, timeout=0)
         except NoStableWindowError:
             continue
         except Exception as exc:  # an unreachable camera: let the capture run record it

@@ -21,9 +21,10 @@ from geometry.camera import load_calibration, save_calibration
 from geometry.rotations import rotation_angle_deg
 from ptz_pipeline import scans
 from ptz_pipeline.cli import REPORT_COLUMNS, main
+from ptz_pipeline.devices import SIM_EPOCH, CameraConfig, SimulatedBackend, load_devices
 from ptz_pipeline.resources.storage import ObjectStorageResource
 from ptz_pipeline.sim import survey
-from ptz_pipeline.sim.camera import SIM_EPOCH, SimulatedCameraSpec, SimulatedPTZCamera
+from ptz_pipeline.sim.camera import SimulatedPTZCamera
 
 # --- intrinsics: OpenCV's left*.jpg ------------------------------------------------------------------------
 
@@ -113,11 +114,19 @@ CAMERA = "site-a__cam-1"
 
 
 @pytest.fixture(scope="module")
-def sim(shared_data: Path) -> SimulatedCameraSpec:
-    return SimulatedCameraSpec(panorama=str(shared_data / "panorama" / "examplepano.jpg"), **SIM_KW)
+def sim_camera() -> CameraConfig:
+    """The simulated camera as a devices.yaml entry (JSON is YAML)."""
+    site, name = CAMERA.split("__")
+    cam = {"name": name, "ptz_stops": QUERY_STOPS, "backend": {"kind": "simulated", **SIM_KW}}
+    return load_devices(json.dumps([{"name": site, "cameras": [cam]}])).camera(CAMERA)
 
 
-def write_camera_files(tmp_path: Path, spec: SimulatedCameraSpec) -> list[str]:
+@pytest.fixture(scope="module")
+def sim(sim_camera: CameraConfig) -> SimulatedBackend:
+    return sim_camera.backend
+
+
+def write_camera_files(tmp_path: Path, spec: SimulatedBackend) -> list[str]:
     """The simulator's true intrinsics and zoom model as the CLI reads them; returns their CLI arguments."""
     save_calibration(tmp_path / "calibration.npz", spec.intrinsics, 0.0)
     (tmp_path / "zoom_model.json").write_text(json.dumps(spec.zoom_model.to_dict()))
@@ -132,7 +141,7 @@ def write_camera_files(tmp_path: Path, spec: SimulatedCameraSpec) -> list[str]:
 CLICK_NOISE_PX = 0.3
 
 
-def rotation_tolerance_deg(doc: dict, spec: SimulatedCameraSpec) -> float:
+def rotation_tolerance_deg(doc: dict, spec: SimulatedBackend) -> float:
     """Bound on the R_align error from the click noise alone: the rotation's covariance is the inverse of
     sum_i (I - d_i d_i^T) / sigma_i^2 over the landmarks' unit bearings d_i, with sigma_i = noise / f(zoom_i)
     radians; the bound is 4.5 standard deviations along the worst-determined axis (chi-3 tail ~1e-4)."""
@@ -144,7 +153,7 @@ def rotation_tolerance_deg(doc: dict, spec: SimulatedCameraSpec) -> float:
     return math.degrees(4.5 * math.sqrt(np.linalg.eigvalsh(np.linalg.inv(info)).max()))
 
 
-def test_r_align_recovers_the_true_mount_rotation(sim: SimulatedCameraSpec, tmp_path: Path) -> None:
+def test_r_align_recovers_the_true_mount_rotation(sim: SimulatedBackend, tmp_path: Path) -> None:
     frames = [
         (0.0, -10.0, 0.0),
         (70.0, -20.0, 0.5),
@@ -176,9 +185,9 @@ def test_r_align_missing_intrinsics_is_an_error(tmp_path: Path, capsys: pytest.C
 
 
 @pytest.fixture(scope="module")
-def scan_images(sim: SimulatedCameraSpec) -> dict[str, tuple[list[np.ndarray], list[tuple]]]:
+def scan_images(sim_camera: CameraConfig) -> dict[str, tuple[list[np.ndarray], list[tuple]]]:
     """Reference frames rendered at T_REFERENCE and query frames at T_QUERY (the mount has drifted)."""
-    camera = SimulatedPTZCamera(CAMERA, sim)
+    camera = SimulatedPTZCamera(sim_camera)
     out = {}
     for kind, stops, at in (("reference", REFERENCE_STOPS, T_REFERENCE), ("query", QUERY_STOPS, T_QUERY)):
         images, telemetry = [], []
@@ -199,7 +208,7 @@ def write_scans(root: Path, scan_images: dict) -> None:
 
 @pytest.mark.parametrize(("features", "options"), [("sift", []), ("disk", []), ("disk", ["--no-refine"])])
 def test_offsets_report_matches_the_simulated_drift(
-    sim: SimulatedCameraSpec, scan_images: dict, tmp_path: Path, features: str, options: list[str]
+    sim: SimulatedBackend, scan_images: dict, tmp_path: Path, features: str, options: list[str]
 ) -> None:
     torch.set_num_threads(2)
     write_scans(tmp_path, scan_images)
@@ -242,7 +251,7 @@ def test_offsets_report_matches_the_simulated_drift(
 
 
 def test_offsets_scan_without_manifest_is_refused(
-    sim: SimulatedCameraSpec, scan_images: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    sim: SimulatedBackend, scan_images: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     write_scans(tmp_path, scan_images)
     incomplete = tmp_path / "reference"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import pytest
@@ -115,15 +114,14 @@ def test_reference_grid_stops() -> None:
     assert stops[-1] == (315.0, -5.0, 0.0)
 
 
-def test_simulated_backend_carries_the_simulator_spec() -> None:
-    """Each field of the simulator's camera spec but the panorama is a devices.yaml field; nothing else."""
-    from ptz_pipeline.sim.camera import SimulatedCameraSpec
-
-    spec_fields = {f.name for f in dataclasses.fields(SimulatedCameraSpec)} - {"panorama"}
-    assert set(SimulatedBackend.model_fields) - {"kind"} == spec_fields
+def test_simulated_backend_renders_the_packaged_panorama_by_default() -> None:
+    """A user's clone has no ../shared: the simulator's world ships inside the package, with its licence."""
     backend = load_devices(VALID).camera("site-a__cam-1").backend
-    spec = SimulatedCameraSpec(**backend.model_dump(exclude={"kind"}))
-    assert (spec.mount_ypr_deg, spec.drift_period_hours, spec.seed) == ((25.0, 1.5, -0.8), 12.0, 1)
+    assert isinstance(backend, SimulatedBackend) and backend.panorama is None
+    assert backend.panorama_path.is_file()
+    assert "CC BY-SA 3.0" in (backend.panorama_path.parent / "SOURCE.txt").read_text()
+    with pytest.raises(FileNotFoundError, match="nowhere.jpg"):
+        _ = backend.model_copy(update={"panorama": "nowhere.jpg"}).panorama_path
 
 
 def test_onvif_credentials_come_from_named_env_vars(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -16,8 +16,9 @@ import yaml
 from geometry.rotations import rotation_angle_deg
 from ptz_pipeline.assets.common import load_intrinsics
 from ptz_pipeline.definitions import build_definitions, default_resources
+from ptz_pipeline.demo import calibrate_simulated
 from ptz_pipeline.devices import load_devices
-from ptz_pipeline.partitions import camera_partitions, hour_start, recent_hours
+from ptz_pipeline.partitions import camera_hour_range_tags, camera_partitions, hour_start, recent_hours
 from ptz_pipeline.resources.slack import SlackResource
 from ptz_pipeline.scans import query_prefix, r_align_key, read_manifest
 from ptz_pipeline.sim.truth import true_drift
@@ -75,11 +76,7 @@ class Pipeline:
         )
 
     def run_range(self, job: str, hours: list[str]) -> dg.ExecuteInProcessResult:
-        tags = {
-            "dagster/asset_partition_range_start": f"{self.keys[0]}|{hours[0]}",
-            "dagster/asset_partition_range_end": f"{self.keys[-1]}|{hours[-1]}",
-        }
-        return self.run(job, tags=tags)
+        return self.run(job, tags=camera_hour_range_tags(self.keys, hours))
 
     def with_devices(self, devices: Path) -> "Pipeline":
         """The same instance, storage and Iceberg catalog with another devices.yaml."""
@@ -98,8 +95,8 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory, slack_module_server) -> P
     )
     slack = SlackResource(access_token=slack_module_server.token, base_url=slack_module_server.base_url)
     p = Pipeline(tmp, devices, slack)
-    for key in p.keys:
-        assert p.run("calibrate_camera", partition_key=key).success
+    for cam in p.fleet.cameras():
+        assert calibrate_simulated(p.run, p.resources["storage"], cam)
     assert p.run_range("capture_queries", HOURS).success
     assert p.run_range("estimate_offsets", HOURS).success
     return p
@@ -107,9 +104,9 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory, slack_module_server) -> P
 
 def test_calibration_recovers_the_simulated_cameras(pipeline: Pipeline) -> None:
 
-    storage, camera = pipeline.resources["storage"], pipeline.resources["camera"]
+    storage = pipeline.resources["storage"]
     for cam in pipeline.fleet.cameras():
-        spec = camera.simulated_spec(cam)
+        spec = cam.backend
         intr, _ = load_intrinsics(storage, cam)
         assert abs(intr.fx / spec.intrinsics.fx - 1) < 0.005
         assert abs(intr.K[0, 2] - spec.intrinsics.K[0, 2]) < 2.0
@@ -124,7 +121,7 @@ def test_offsets_match_ground_truth(pipeline: Pipeline) -> None:
     assert len(rows) == len(pipeline.keys) * len(HOURS)
     for _, row in rows.iterrows():
         cam = pipeline.fleet.camera(f"{row['deployment']}__{row['device_id']}")
-        truth = true_drift(pipeline.resources["storage"], pipeline.resources["camera"], cam, row["timestamp"])
+        truth = true_drift(pipeline.resources["storage"], cam, row["timestamp"])
         assert row["success"], row["failure_logs"]
         est = (row["yaw_offset"], row["pitch_offset"], row["roll_offset"])
         for e, t in zip(est, truth, strict=True):

@@ -9,7 +9,7 @@ import yaml
 
 from ptz_pipeline import sensors
 from ptz_pipeline.definitions import build_definitions, default_resources
-from ptz_pipeline.partitions import camera_partitions, hour_key, recent_hours
+from ptz_pipeline.partitions import camera_hour_range_tags, camera_partitions, hour_key, recent_hours
 from ptz_pipeline.resources.slack import SlackResource
 from ptz_pipeline.schedules import daily_report_schedule
 
@@ -124,10 +124,7 @@ def test_failing_camera_gets_a_failure_row_while_others_succeed_and_estimation_f
     keys = ["site-b__cam-3", "site-b__cam-5"]  # cam-5 is unreachable
     instance.add_dynamic_partitions(camera_partitions.name, keys)
     hour = recent_hours(datetime.now(UTC), 1)[0]
-    tags = {
-        "dagster/asset_partition_range_start": f"{keys[0]}|{hour}",
-        "dagster/asset_partition_range_end": f"{keys[1]}|{hour}",
-    }
+    tags = camera_hour_range_tags(keys, [hour])
     result = defs.resolve_job_def("capture_queries").execute_in_process(
         instance=instance, tags=tags, raise_on_error=False
     )

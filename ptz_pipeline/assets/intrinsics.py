@@ -8,9 +8,12 @@ from geometry.camera import ZoomModel, save_calibration
 from geometry.intrinsics import calibrate_chessboard, parse_pattern
 from ptz_pipeline import scans
 from ptz_pipeline.partitions import camera_partitions
-from ptz_pipeline.resources.camera import DevicesResource, PTZCameraResource
+from ptz_pipeline.resources.camera import DevicesResource
 from ptz_pipeline.resources.storage import ObjectStorageResource
-from ptz_pipeline.sim.survey import CHESSBOARD_PATTERN, CHESSBOARD_SQUARE_M, chessboard_photos
+
+CHESSBOARD_PATTERN = (9, 6)
+CHESSBOARD_SQUARE_M = 0.03
+"""The default chessboard: 9x6 inner corners (columns x rows), 3 cm squares."""
 
 
 class IntrinsicsConfig(dg.Config):
@@ -31,26 +34,20 @@ def camera_intrinsics(
     config: IntrinsicsConfig,
     storage: ObjectStorageResource,
     devices: DevicesResource,
-    camera: PTZCameraResource,
 ) -> dg.MaterializeResult:
     """Intrinsics (K, distortion; pixels) from chessboard photos in ``{camera}/intrinsics/chessboard/``.
 
-    A simulated camera photographs a virtual chessboard first when none were uploaded. Writes the seed's
+    Writes the seed's
     ``calibration.npz`` and the zoom -> focal table (devices.yaml ``zoom_focal_ratio`` x calibrated fx).
     """
     cam = devices.camera(context.partition_key)
     prefix = scans.chessboard_prefix(cam.deployment, cam.name)
     keys = [k for k in storage.list_keys(prefix) if k.lower().endswith((".png", ".jpg", ".jpeg"))]
     if not keys:
-        spec = camera.simulated_spec(cam)
-        if spec is None:
-            raise dg.Failure(
-                f"{cam.key}: no chessboard photos under {storage.uri(prefix)}; upload them first"
-            )
-        context.log.info(f"{cam.key}: simulated camera photographs a {config.pattern} chessboard")
-        for i, image in enumerate(chessboard_photos(spec)):
-            storage.put_bytes(f"{prefix}/{i:02d}.png", scans.encode_png(image))
-        keys = storage.list_keys(prefix)
+        raise dg.Failure(
+            f"{cam.key}: no chessboard photos (.png/.jpg) under {storage.uri(prefix)}; upload photos of a "
+            f"{config.pattern} chessboard with {config.square_m * 1000:g} mm squares first"
+        )
     images = [scans.decode_image(storage.get_bytes(k), k) for k in keys]
     context.log.info(f"{cam.key}: calibrating from {len(images)} chessboard photos")
     calib = calibrate_chessboard(images, pattern=parse_pattern(config.pattern), square_size_m=config.square_m)

@@ -1,5 +1,6 @@
 """query_scan (camera x hour): the hour's query frames with telemetry, captured live, never re-captured."""
 
+from contextlib import ExitStack, closing
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
@@ -59,31 +60,36 @@ def query_scan(
     failures: list[tuple[CameraConfig, dict]] = []
     for cam_key, hours in keys_by_camera(context.partition_keys).items():
         cam = fleet.camera(cam_key)
-        ptz = camera.open(cam)
-        for hour in hours:
-            pk = str(camera_hour_key(cam_key, hour))
-            start = hour_start(hour)
-            prefix = scans.query_prefix(cam.deployment, cam.name, start)
-            existing = scans.read_manifest(storage, prefix)
-            if existing is not None:
-                outcome.succeeded[pk] = {"frames": len(existing.frames), "kept_existing_scan": True}
-                continue
-            try:
-                if not can_capture(ptz, start, now):
-                    raise RuntimeError(
-                        f"hour {hour} passed without a capture (a past hour is never re-captured)"
+        with ExitStack() as opened:
+            ptz: PTZCamera | None = None  # opened on the first hour that needs it, closed after the camera
+            for hour in hours:
+                pk = str(camera_hour_key(cam_key, hour))
+                start = hour_start(hour)
+                prefix = scans.query_prefix(cam.deployment, cam.name, start)
+                try:  # any failure (camera, storage) costs this camera-hour only: a row + alert
+                    existing = scans.read_manifest(storage, prefix)
+                    if existing is not None:
+                        outcome.succeeded[pk] = {"frames": len(existing.frames), "kept_existing_scan": True}
+                        continue
+                    if ptz is None:
+                        ptz = opened.enter_context(closing(camera.open(cam)))
+                    if not can_capture(ptz, start, now):
+                        raise RuntimeError(
+                            f"hour {hour} passed without a capture (a past hour is never re-captured)"
+                        )
+                    images, telemetry = capture_query(ptz, cam, _capture_time(start, now))
+                    manifest = scans.write_scan(
+                        storage, prefix, cam.key, "query", images, telemetry, cam.mode
                     )
-                images, telemetry = capture_query(ptz, cam, _capture_time(start, now))
-                manifest = scans.write_scan(storage, prefix, cam.key, "query", images, telemetry, cam.mode)
-            except Exception as exc:  # any camera failure becomes a row + alert, never stops the others
-                reason = f"capture failed: {type(exc).__name__}: {exc}"
-                context.log.warning(f"{pk}: {reason}")
-                outcome.failed[pk] = reason
-                row = failure_row(cam, start, pk, context.run.run_id, reason, storage.uri(prefix))
-                failures.append((cam, row))
-                continue
-            context.log.info(f"{pk}: captured {len(manifest.frames)} frames ({cam.mode})")
-            outcome.succeeded[pk] = {"frames": len(manifest.frames), "mode": cam.mode}
+                except Exception as exc:
+                    reason = f"capture failed: {type(exc).__name__}: {exc}"
+                    context.log.warning(f"{pk}: {reason}")
+                    outcome.failed[pk] = reason
+                    row = failure_row(cam, start, pk, context.run.run_id, reason, storage.uri(prefix))
+                    failures.append((cam, row))
+                    continue
+                context.log.info(f"{pk}: captured {len(manifest.frames)} frames ({cam.mode})")
+                outcome.succeeded[pk] = {"frames": len(manifest.frames), "mode": cam.mode}
     if failures:
         iceberg.replace_rows([row["partition_key"] for _, row in failures], [row for _, row in failures])
         for cam, row in failures:

@@ -10,9 +10,8 @@ from ptz_pipeline.assets.common import load_intrinsics
 from ptz_pipeline.assets.intrinsics import camera_intrinsics
 from ptz_pipeline.assets.reference import reference_scan
 from ptz_pipeline.partitions import camera_partitions
-from ptz_pipeline.resources.camera import DevicesResource, PTZCameraResource
+from ptz_pipeline.resources.camera import DevicesResource
 from ptz_pipeline.resources.storage import ObjectStorageResource
-from ptz_pipeline.sim.survey import control_points
 
 
 @dg.asset(
@@ -22,22 +21,16 @@ def r_align(
     context: dg.AssetExecutionContext,
     storage: ObjectStorageResource,
     devices: DevicesResource,
-    camera: PTZCameraResource,
 ) -> dg.MaterializeResult:
     """R_align.npy (3x3, mount -> world ENU) from ``r_align/control_points.json`` (surveyed landmarks clicked
-    in reference frames). A simulated camera's survey is generated from its ground truth when absent."""
+    in reference frames)."""
     cam = devices.camera(context.partition_key)
     key = scans.control_points_key(cam.deployment, cam.name)
     if not storage.exists(key):
-        spec = camera.simulated_spec(cam)
-        if spec is None:
-            raise dg.Failure(f"{cam.key}: no control points at {storage.uri(key)}; upload the survey first")
-        manifest = scans.read_manifest(storage, scans.reference_prefix(cam.deployment, cam.name))
-        if manifest is None:
-            raise dg.Failure(f"{cam.key}: materialize reference_scan first")
-        frames = [(f.pan, f.tilt, f.zoom, f.timestamp) for f in manifest.frames]
-        storage.put_json(key, control_points(spec, frames))
-        context.log.info(f"{cam.key}: simulated survey of {len(frames)} reference frames written to {key}")
+        raise dg.Failure(
+            f"{cam.key}: no control points at {storage.uri(key)}; upload the survey first (landmarks with "
+            "ENU or lat/lon/alt, clicked as u, v in reference frames: see the README's R_align section)"
+        )
     intr, zoom_model = load_intrinsics(storage, cam)
     result = estimate_r_align(parse_control_points(storage.get_json(key)), intr, zoom_model)
     buf = io.BytesIO()

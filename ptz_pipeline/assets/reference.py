@@ -1,6 +1,7 @@
 """reference_scan and reference_features: the camera's grid of PTZ stops and their DISK features."""
 
 import time
+from contextlib import closing
 from datetime import UTC, datetime
 
 import dagster as dg
@@ -25,17 +26,18 @@ def reference_scan(
     """
     cam = devices.camera(context.partition_key)
     stops = cam.reference.stops()
-    ptz = camera.open(cam)
     prefix = scans.reference_prefix(cam.deployment, cam.name)
     images, telemetry = [], []
-    for i, (pan, tilt, zoom) in enumerate(stops, start=1):
-        ptz.move_to(pan, tilt, zoom)
-        image, t = ptz.grab(datetime.now(UTC))
-        images.append(image)
-        telemetry.append((t.pan, t.tilt, t.zoom, t.timestamp))
-        context.log.info(
-            f"{cam.key}: reference stop {i}/{len(stops)} pan={pan:.1f} tilt={tilt:.1f} zoom={zoom:.2f}"
-        )
+    with closing(camera.open(cam)) as ptz:
+        for i, (pan, tilt, zoom) in enumerate(stops, start=1):
+            ptz.move_to(pan, tilt, zoom)
+            image, t = ptz.grab(datetime.now(UTC))
+            images.append(image)
+            telemetry.append((t.pan, t.tilt, t.zoom, t.timestamp))
+            context.log.info(
+                f"{cam.key}: reference stop {i}/{len(stops)} "
+                f"pan={t.pan:.2f} tilt={t.tilt:.2f} zoom={t.zoom:.2f}"
+            )
     storage.delete_prefix(prefix)
     manifest = scans.write_scan(storage, prefix, cam.key, "reference", images, telemetry)
     return dg.MaterializeResult(

@@ -1,5 +1,9 @@
-"""What a calibration engineer would hand the pipeline for a simulated camera: chessboard photos and
-surveyed control points, generated from the simulator's ground truth."""
+"""What a calibration engineer hands the pipeline for a camera, made from a simulated camera's ground truth:
+chessboard photos and surveyed control points, written where the calibration assets read them.
+
+The demo's set-up and the tests call :func:`provide_chessboards` before ``camera_intrinsics`` and
+:func:`provide_survey` after ``reference_scan`` (the survey is clicked in the stored reference frames).
+"""
 
 from __future__ import annotations
 
@@ -8,14 +12,13 @@ from datetime import datetime
 import numpy as np
 
 from geometry.rotations import R_BC
-from ptz_pipeline.sim.camera import SimulatedCameraSpec
+from ptz_pipeline import scans
+from ptz_pipeline.assets.intrinsics import CHESSBOARD_PATTERN, CHESSBOARD_SQUARE_M
+from ptz_pipeline.devices import CameraConfig, SimulatedBackend
 from ptz_pipeline.sim.chessboard import random_board_poses, render_chessboards
 
-CHESSBOARD_PATTERN = (9, 6)
-CHESSBOARD_SQUARE_M = 0.03
 
-
-def chessboard_photos(spec: SimulatedCameraSpec, n_views: int = 12) -> list[np.ndarray]:
+def chessboard_photos(spec: SimulatedBackend, n_views: int = 12) -> list[np.ndarray]:
     """``n_views`` chessboard photos (RGB uint8) taken by the simulated camera at zoom 0."""
     rng = np.random.default_rng(spec.seed + 1000)
     poses = random_board_poses(n_views, rng, CHESSBOARD_PATTERN, CHESSBOARD_SQUARE_M, spec.hfov_deg)
@@ -23,7 +26,7 @@ def chessboard_photos(spec: SimulatedCameraSpec, n_views: int = 12) -> list[np.n
 
 
 def control_points(
-    spec: SimulatedCameraSpec,
+    spec: SimulatedBackend,
     frames: list[tuple[float, float, float, datetime]],
     per_frame: int = 2,
     click_noise_px: float = 0.3,
@@ -56,3 +59,32 @@ def control_points(
                 }
             )
     return {"camera_position": {"enu": [0.0, 0.0, 0.0]}, "points": points}
+
+
+def _spec(cam: CameraConfig) -> SimulatedBackend:
+    if not isinstance(cam.backend, SimulatedBackend):
+        raise TypeError(f"{cam.key}: only simulated cameras can be surveyed from ground truth")
+    return cam.backend
+
+
+def provide_chessboards(storage: scans.Storage, cam: CameraConfig) -> int:
+    """Store the simulated camera's chessboard photos where camera_intrinsics reads them, unless some are
+    there already; returns how many were written."""
+    prefix = scans.chessboard_prefix(cam.deployment, cam.name)
+    if storage.exists(f"{prefix}/00.png"):
+        return 0
+    photos = chessboard_photos(_spec(cam))
+    for i, image in enumerate(photos):
+        storage.put_bytes(f"{prefix}/{i:02d}.png", scans.encode_png(image))
+    return len(photos)
+
+
+def provide_survey(storage: scans.Storage, cam: CameraConfig) -> int:
+    """Store control points clicked in the camera's stored reference scan (r_align's input); returns their
+    count. FileNotFoundError when the reference scan is missing."""
+    manifest = scans.read_manifest(storage, scans.reference_prefix(cam.deployment, cam.name))
+    if manifest is None:
+        raise FileNotFoundError(f"{cam.key}: no reference scan to survey; materialize reference_scan first")
+    doc = control_points(_spec(cam), [(f.pan, f.tilt, f.zoom, f.timestamp) for f in manifest.frames])
+    storage.put_json(scans.control_points_key(cam.deployment, cam.name), doc)
+    return len(doc["points"])

@@ -8,25 +8,24 @@ import numpy as np
 
 from geometry.rotations import drift_angles, mean_rotation
 from ptz_pipeline import scans
-from ptz_pipeline.devices import CameraConfig
-from ptz_pipeline.resources.camera import PTZCameraResource
-from ptz_pipeline.resources.storage import ObjectStorageResource
+from ptz_pipeline.devices import CameraConfig, SimulatedBackend
 
 
-def _mean_mount(spec, times: list[datetime]) -> np.ndarray:
+def _mean_mount(spec: SimulatedBackend, times: list[datetime]) -> np.ndarray:
     return mean_rotation(np.stack([spec.R_WB(t) for t in times]))
 
 
 def true_drift(
-    storage: ObjectStorageResource, camera: PTZCameraResource, cam: CameraConfig, hour: datetime
+    storage: scans.Storage, cam: CameraConfig, hour: datetime
 ) -> tuple[float, float, float] | None:
     """(yaw, pitch, roll) degrees of the query scan's mount relative to the reference scan's, from the
     simulator's truth at the frames' capture times; None for real cameras or missing scans."""
-    spec = camera.simulated_spec(cam)
+    if not isinstance(cam.backend, SimulatedBackend):
+        return None
     ref = scans.read_manifest(storage, scans.reference_prefix(cam.deployment, cam.name))
     query = scans.read_manifest(storage, scans.query_prefix(cam.deployment, cam.name, hour))
-    if spec is None or ref is None or query is None:
+    if ref is None or query is None:
         return None
-    R_ref = _mean_mount(spec, [f.timestamp for f in ref.frames])
-    R_query = _mean_mount(spec, [f.timestamp for f in query.frames])
+    R_ref = _mean_mount(cam.backend, [f.timestamp for f in ref.frames])
+    R_query = _mean_mount(cam.backend, [f.timestamp for f in query.frames])
     return drift_angles(R_ref.T @ R_query)
