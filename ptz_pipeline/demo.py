@@ -47,8 +47,8 @@ def demo_table(resources: dict, fleet, hours: list[str]):
     """Estimated drift per camera-hour from the Iceberg table beside the simulator's ground truth."""
     import pandas as pd
 
-    from ptz_pipeline.assets.results import within_threshold
     from ptz_pipeline.partitions import hour_start
+    from ptz_pipeline.results import within_threshold
     from ptz_pipeline.sim.truth import true_drift
 
     storage = resources["storage"]
@@ -74,9 +74,9 @@ def demo_table(resources: dict, fleet, hours: list[str]):
                 {
                     "camera": cam.key,
                     "hour": hour,
-                    "yaw_deg": "-" if est is None else f"{est[0]:+.3f}±{sig[0]:.3f}",
-                    "pitch_deg": "-" if est is None else f"{est[1]:+.3f}±{sig[1]:.3f}",
-                    "roll_deg": "-" if est is None else f"{est[2]:+.3f}±{sig[2]:.3f}",
+                    "yaw_deg": "-" if est is None else f"{est[0]:+.4f}±{sig[0]:.4f}",
+                    "pitch_deg": "-" if est is None else f"{est[1]:+.4f}±{sig[1]:.4f}",
+                    "roll_deg": "-" if est is None else f"{est[2]:+.4f}±{sig[2]:.4f}",
                     "true_ypr_deg": "-" if truth is None else "/".join(f"{v:+.3f}" for v in truth),
                     "|error|_deg": None
                     if est is None or truth is None
@@ -86,7 +86,17 @@ def demo_table(resources: dict, fleet, hours: list[str]):
                     else (
                         "no row"
                         if row is None
-                        else ("ok" if within_threshold(row, cam.offset_threshold_deg) else "ALERT")
+                        else (
+                            "ok"
+                            if within_threshold(
+                                row["pitch_offset"],
+                                row["yaw_offset"],
+                                row["roll_offset"],
+                                True,
+                                cam.offset_threshold_deg,
+                            )
+                            else "ALERT"
+                        )
                     ),
                 }
             )

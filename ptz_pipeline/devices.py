@@ -43,6 +43,7 @@ from pydantic import (
 
 from geometry.camera import Intrinsics, ZoomModel
 from geometry.rotations import drift_angles, drift_matrix
+from ptz_pipeline.results import DEFAULT_THRESHOLD_DEG
 
 KEY_SEPARATOR = "__"
 NAME_PATTERN = re.compile(r"[a-z0-9]([a-z0-9._-]*[a-z0-9])?")
@@ -276,7 +277,8 @@ class CameraConfig(_Model):
     """Passive mode: seconds the camera must be still before a frame is taken."""
     timeout: float = Field(3300.0, gt=0.0)
     """Passive mode: seconds to wait for a still camera before giving up."""
-    offset_threshold_deg: float = Field(0.5, gt=0.0)
+    offset_threshold_deg: float = Field(DEFAULT_THRESHOLD_DEG, gt=0.0, strict=True)
+    """|yaw|, |pitch| or |roll| above this (degrees) alerts."""
     reference: ReferenceGrid = Field(default_factory=ReferenceGrid)
     zoom_focal_ratio: list[tuple[float, float]] = Field(default_factory=lambda: [(0.0, 1.0)])
     """(zoom 0..1, focal length / calibrated focal length) samples: the zoom -> focal table."""

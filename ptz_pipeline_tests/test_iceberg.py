@@ -16,7 +16,8 @@ import pyarrow as pa
 import pytest
 from pyiceberg.catalog.sql import SqlCatalog
 
-from ptz_pipeline.resources.iceberg import COLUMNS, TABLE_NAME, IcebergResource
+from ptz_pipeline.resources.iceberg import TABLE_NAME, IcebergResource
+from ptz_pipeline.results import COLUMNS
 
 HOUR = datetime(2026, 11, 23, 1, tzinfo=UTC)
 
@@ -182,14 +183,14 @@ def test_schema_and_values_round_trip(iceberg: IcebergResource) -> None:
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"drop": "yaw_offset"}, r"missing column\(s\) \['yaw_offset'\]"),
-        ({"extra": 1}, r"unknown column\(s\) \['extra'\]"),
-        ({"timestamp": datetime(2026, 11, 23, 1)}, "timestamp must be a timezone-aware datetime"),
-        ({"deployment": None}, r"\['deployment'\] must not be null"),
-        ({"mode": "sometimes"}, "mode must be one of"),
-        ({"partition_key": "site-z__cam-9|2026-11-23-01:00"}, "not among the partition_keys"),
-        ({"capture_positions": [(1.0, 2.0)]}, "capture_positions entries must be"),
-        ({"inliers": "many"}, "column inliers must be a number or None, got 'many'"),
+        ({"drop": "mode"}, r"row 0 \(partition_key='site-a__cam-1\|2026-11-23-01:00'\): mode: Field requi"),
+        ({"extra": 1}, "extra: Extra inputs are not permitted"),
+        ({"timestamp": datetime(2026, 11, 23, 1)}, "timestamp: Input should have timezone info"),
+        ({"deployment": None}, "deployment: Input should be a valid string"),
+        ({"mode": "sometimes"}, "mode: Input should be 'active' or 'passive'"),
+        ({"partition_key": "site-z__cam-9|2026-11-23-01:00"}, "not among the keys replaced"),
+        ({"capture_positions": [(1.0, 2.0)]}, "capture_positions.0: Input should be a valid dictionary"),
+        ({"inliers": "many"}, "inliers: Input should be a valid integer"),
     ],
 )
 def test_invalid_rows_are_rejected_before_writing(

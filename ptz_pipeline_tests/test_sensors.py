@@ -7,7 +7,7 @@ import dagster as dg
 import pytest
 import yaml
 
-from ptz_pipeline import sensors
+from ptz_pipeline import grouped, sensors
 from ptz_pipeline.definitions import build_definitions, default_resources
 from ptz_pipeline.partitions import camera_hour_range_tags, camera_partitions, hour_key, recent_hours
 from ptz_pipeline.resources.slack import SlackResource
@@ -90,7 +90,7 @@ def test_hourly_active_capture_requests_one_run_per_site(env) -> None:
     instance.add_dynamic_partitions(camera_partitions.name, _all_keys())
     result = sensors.hourly_active_capture(_context(defs, resources, instance))
     hour = hour_key(datetime.now(UTC))
-    by_site = {r.tags[sensors.SITE_TAG]: sensors.requested_keys(r) for r in result.run_requests}
+    by_site = {r.tags[grouped.SITE_TAG]: grouped.requested_keys(r) for r in result.run_requests}
     assert by_site == {
         "site-a": [f"site-a__cam-1|{hour}"],
         "site-b": [f"site-b__cam-3|{hour}", f"site-b__cam-5|{hour}"],
@@ -100,20 +100,27 @@ def test_hourly_active_capture_requests_one_run_per_site(env) -> None:
     assert not skipped.run_requests
 
 
-def test_passive_capture_requests_still_cameras_and_records_missed_hours(env) -> None:
+def test_passive_capture_requests_a_run_per_site_which_records_a_missed_window(env) -> None:
+    """The sensor only requests; the capture run waits for stillness and writes the miss (row + alert)."""
     defs, resources, instance, slack_server = env
     instance.add_dynamic_partitions(camera_partitions.name, _all_keys())
     result = sensors.passive_capture(_context(defs, resources, instance))
     hour = hour_key(datetime.now(UTC))
-    assert [sensors.requested_keys(r) for r in result.run_requests] == [[f"site-a__cam-2|{hour}"]]
-    assert resources["iceberg"].read_rows().empty
+    assert {r.tags[grouped.SITE_TAG]: grouped.requested_keys(r) for r in result.run_requests} == {
+        "site-a": [f"site-a__cam-2|{hour}"],
+        "site-b": [f"site-b__cam-4|{hour}"],
+    }
+    assert resources["iceberg"].read_rows().empty and not slack_server.requests  # a sensor writes nothing
+    assert not sensors.passive_capture(_context(defs, resources, instance, cursor=hour)).run_requests
 
-    # the previous hour ended while cam-4 never stood still: a failure row and an alert
-    previous = recent_hours(datetime.now(UTC), 1)[0]
-    cursor = f'{{"hour": "{previous}", "done": ["site-a__cam-2"]}}'
-    sensors.passive_capture(_context(defs, resources, instance, cursor=cursor))
+    # the site-b run: cam-4 never stands still -> its camera-hour fails with a row and an alert
+    tags = camera_hour_range_tags(["site-b__cam-4"], [hour])
+    run = defs.resolve_job_def("capture_queries").execute_in_process(
+        instance=instance, tags=tags, raise_on_error=False
+    )
+    assert not run.success
     rows = resources["iceberg"].read_rows()
-    assert list(rows["partition_key"]) == [f"site-b__cam-4|{previous}"]
+    assert list(rows["partition_key"]) == [f"site-b__cam-4|{hour}"]
     assert not rows["success"].iloc[0] and "no stable window" in rows["failure_logs"].iloc[0]
     texts = [r.body["text"] for r in slack_server.requests]
     assert len(texts) == 1 and "Device: cam-4" in texts[0] and "Success: No" in texts[0]
@@ -141,7 +148,7 @@ def test_failing_camera_gets_a_failure_row_while_others_succeed_and_estimation_f
 
     # estimation follows the successful capture only, in one run for the site
     follow = sensors.offsets_after_capture(_context(defs, resources, instance))
-    assert [sensors.requested_keys(r) for r in follow.run_requests] == [[f"site-b__cam-3|{hour}"]]
+    assert [grouped.requested_keys(r) for r in follow.run_requests] == [[f"site-b__cam-3|{hour}"]]
     assert not sensors.offsets_after_capture(
         _context(defs, resources, instance, cursor=follow.cursor)
     ).run_requests

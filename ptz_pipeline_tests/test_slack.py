@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING
 import dagster as dg
 import pytest
 
-from ptz_pipeline.resources.slack import SlackResource, format_calibration_report, offsets_within_threshold
+from ptz_pipeline.resources.slack import SlackResource, format_calibration_report
+from ptz_pipeline.results import within_threshold
 
 if TYPE_CHECKING:
     from ptz_pipeline_tests.servers import SlackServer
@@ -75,8 +76,8 @@ def test_alert_emoji(changes: dict, emoji: str) -> None:
     [((0.5, -0.5, 0.0), True, True), ((0.2, 0.6, 0.0), True, False), ((0.0, 0.0, None), True, False)],
 )
 def test_offsets_within_threshold(offsets: tuple, success: bool, expected: bool) -> None:
-    assert offsets_within_threshold(*offsets, success=success, threshold_deg=0.5) is expected
-    assert offsets_within_threshold(*offsets, success=False, threshold_deg=0.5) is False
+    assert within_threshold(*offsets, success=success, threshold_deg=0.5) is expected
+    assert within_threshold(*offsets, success=False, threshold_deg=0.5) is False
 
 
 def test_threshold_is_configurable() -> None:

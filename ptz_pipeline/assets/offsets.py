@@ -6,25 +6,20 @@ import dagster as dg
 
 from geometry.offsets import estimate_offsets
 from ptz_pipeline import scans
-from ptz_pipeline.assets.common import (
-    GroupedOutcome,
-    grouped_hourly_asset,
-    keys_by_camera,
-    load_intrinsics,
-    load_reference_observations,
-)
+from ptz_pipeline.assets.common import load_intrinsics, load_reference_observations
 from ptz_pipeline.assets.intrinsics import camera_intrinsics
 from ptz_pipeline.assets.query import QUERY_SCAN
 from ptz_pipeline.assets.r_align import r_align
 from ptz_pipeline.assets.reference import reference_features
-from ptz_pipeline.assets.results import failure_row, notify, result_row, within_threshold
 from ptz_pipeline.devices import CameraConfig, camera_key
+from ptz_pipeline.grouped import GroupedOutcome, grouped_hourly_asset, keys_by_camera
 from ptz_pipeline.partitions import camera_hour_key, camera_hour_partitions, hour_start
 from ptz_pipeline.resources.camera import DevicesResource
 from ptz_pipeline.resources.features import FeaturesResource
 from ptz_pipeline.resources.iceberg import IcebergResource
 from ptz_pipeline.resources.slack import SlackResource
 from ptz_pipeline.resources.storage import ObjectStorageResource
+from ptz_pipeline.results import ResultRow
 
 ORIENTATION_OFFSETS = dg.AssetKey("orientation_offsets")
 OFFSET_CHECK = "offset_within_threshold"
@@ -36,7 +31,7 @@ def _camera_rows(
     hours: list[str],
     storage: ObjectStorageResource,
     features: FeaturesResource,
-) -> list[dict]:
+) -> list[ResultRow]:
     """One result row per requested hour of one camera; reference features are loaded once."""
     intr, zoom_model = load_intrinsics(storage, cam)
     refine = features.photometric_refinement
@@ -50,7 +45,7 @@ def _camera_rows(
         manifest = scans.read_manifest(storage, prefix)
         if manifest is None:
             rows.append(
-                failure_row(
+                ResultRow.failure(
                     cam, start, pk, context.run.run_id, "no query scan for this hour", storage.uri(prefix)
                 )
             )
@@ -62,7 +57,9 @@ def _camera_rows(
         report = estimate_offsets(queries, references, matcher, features.offset_config())
         positions = [{"pan": f.pan, "tilt": f.tilt, "zoom": f.zoom} for f in manifest.frames]
         rows.append(
-            result_row(cam, start, pk, context.run.run_id, report.joint, positions, storage.uri(prefix))
+            ResultRow.from_estimate(
+                cam, start, pk, context.run.run_id, report.joint, positions, storage.uri(prefix)
+            )
         )
         j = report.joint
         context.log.info(
@@ -77,20 +74,6 @@ def _camera_rows(
             + f" [{time.perf_counter() - t0:.1f} s]"
         )
     return rows
-
-
-def _row_metadata(row: dict) -> dict[str, object]:
-    """Numeric metadata plotted per partition in the UI."""
-    return {
-        "yaw_deg": row["yaw_offset"],
-        "pitch_deg": row["pitch_offset"],
-        "roll_deg": row["roll_offset"],
-        "sigma_yaw_deg": row["sigma_yaw"],
-        "sigma_pitch_deg": row["sigma_pitch"],
-        "sigma_roll_deg": row["sigma_roll"],
-        "inliers": row["inliers"],
-        "frames": row["n_frames"],
-    }
 
 
 @grouped_hourly_asset(
@@ -120,7 +103,7 @@ def orientation_offsets(
     whose estimate fails gets a success=false row, an alert and a FAILED partition; the others go on.
     """
     fleet = devices.fleet()
-    rows: list[dict] = []
+    rows: list[ResultRow] = []
     cams = {}
     for cam_key, hours in keys_by_camera(context.partition_keys).items():
         cam = cams[cam_key] = fleet.camera(cam_key)
@@ -130,29 +113,31 @@ def orientation_offsets(
             reason = f"{type(exc).__name__}: {exc}"
             context.log.warning(f"{cam_key}: {reason}")
             rows += [
-                failure_row(cam, hour_start(h), str(camera_hour_key(cam_key, h)), context.run.run_id, reason)
+                ResultRow.failure(
+                    cam, hour_start(h), str(camera_hour_key(cam_key, h)), context.run.run_id, reason
+                )
                 for h in hours
             ]
-    iceberg.replace_rows([r["partition_key"] for r in rows], rows)
+    iceberg.replace_rows([r.partition_key for r in rows], rows)
     outcome = GroupedOutcome.empty()
     for row in rows:
-        cam = cams[camera_key(row["deployment"], row["device_id"])]
-        if not row["success"]:
-            outcome.failed[row["partition_key"]] = row["failure_logs"]
-            notify(slack, row, cam.offset_threshold_deg)
+        cam = cams[camera_key(row.deployment, row.device_id)]
+        if not row.success:
+            outcome.failed[row.partition_key] = row.failure_logs or "estimate failed"
+            slack.send_result(row, cam.offset_threshold_deg)
             continue
-        outcome.succeeded[row["partition_key"]] = _row_metadata(row)
-        passed = within_threshold(row, cam.offset_threshold_deg)
+        outcome.succeeded[row.partition_key] = row.metadata()
+        passed = row.within_threshold(cam.offset_threshold_deg)
         context.log_event(
             dg.AssetCheckEvaluation(
                 asset_key=ORIENTATION_OFFSETS,
                 check_name=OFFSET_CHECK,
                 passed=passed,
-                partition=row["partition_key"],
+                partition=row.partition_key,
                 severity=dg.AssetCheckSeverity.WARN,
-                metadata={**_row_metadata(row), "threshold_deg": cam.offset_threshold_deg},
+                metadata={**row.metadata(), "threshold_deg": cam.offset_threshold_deg},
             )
         )
         if not passed:
-            notify(slack, row, cam.offset_threshold_deg)
+            slack.send_result(row, cam.offset_threshold_deg)
     yield from outcome.report(ORIENTATION_OFFSETS)

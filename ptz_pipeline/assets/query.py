@@ -1,20 +1,21 @@
 """query_scan (camera x hour): the hour's query frames with telemetry, captured live, never re-captured."""
 
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, closing
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
 from ptz_pipeline import scans
-from ptz_pipeline.assets.common import GroupedOutcome, grouped_hourly_asset, keys_by_camera
 from ptz_pipeline.assets.reference import reference_scan
-from ptz_pipeline.assets.results import failure_row, notify
-from ptz_pipeline.devices import CameraConfig
+from ptz_pipeline.devices import CameraConfig, camera_key
+from ptz_pipeline.grouped import GroupedOutcome, grouped_hourly_asset, keys_by_camera
 from ptz_pipeline.partitions import camera_hour_key, hour_start, is_within_hour
 from ptz_pipeline.resources.camera import DevicesResource, PTZCamera, PTZCameraResource, can_capture
 from ptz_pipeline.resources.iceberg import IcebergResource
 from ptz_pipeline.resources.slack import SlackResource
 from ptz_pipeline.resources.storage import ObjectStorageResource
+from ptz_pipeline.results import ResultRow
 
 QUERY_SCAN = dg.AssetKey("query_scan")
 
@@ -24,18 +25,63 @@ def _capture_time(start: datetime, now: datetime) -> datetime:
     return now if is_within_hour(start, now) else start + timedelta(minutes=30)
 
 
-def capture_query(ptz: PTZCamera, cam: CameraConfig, at: datetime):
+def capture_query(ptz: PTZCamera, cam: CameraConfig, at: datetime, hour_end: datetime):
     """Frames and telemetry (pan, tilt, zoom, timestamp) for one hour: the configured stops in active
-    mode, one frame once the camera has been still for ``stabilize_time`` seconds in passive mode."""
+    mode; in passive mode one frame once the camera has been still ``stabilize_time`` s, waiting at most
+    ``timeout`` s and never past ``hour_end`` (a real camera's hour)."""
     if cam.mode == "active":
         shots = []
         for i, (pan, tilt, zoom) in enumerate(cam.ptz_stops):
             ptz.move_to(pan, tilt, zoom)
             shots.append(ptz.grab(at + timedelta(seconds=10 * i)))
     else:
-        ptz.wait_stable(cam.stabilize_time, cam.timeout)
+        left = cam.timeout if ptz.virtual_clock else (hour_end - datetime.now(UTC)).total_seconds()
+        ptz.wait_stable(cam.stabilize_time, max(0.0, min(cam.timeout, left)))
         shots = [ptz.grab(at)]
     return [image for image, _ in shots], [(t.pan, t.tilt, t.zoom, t.timestamp) for _, t in shots]
+
+
+def _capture_camera(
+    context: dg.AssetExecutionContext,
+    cam: CameraConfig,
+    hours: list[str],
+    storage: ObjectStorageResource,
+    camera: PTZCameraResource,
+    now: datetime,
+) -> tuple[dict[str, dict], list[ResultRow]]:
+    """One camera's requested hours: (metadata by captured or kept partition key, failure rows)."""
+    succeeded: dict[str, dict] = {}
+    failures: list[ResultRow] = []
+    with ExitStack() as opened:
+        ptz: PTZCamera | None = None  # opened on the first hour that needs it, closed after the camera
+        for hour in hours:
+            pk = str(camera_hour_key(cam.key, hour))
+            start = hour_start(hour)
+            prefix = scans.query_prefix(cam.deployment, cam.name, start)
+            try:  # any failure (camera, storage) costs this camera-hour only: a row + alert
+                existing = scans.read_manifest(storage, prefix)
+                if existing is not None:
+                    succeeded[pk] = {"frames": len(existing.frames), "kept_existing_scan": True}
+                    continue
+                if ptz is None:
+                    ptz = opened.enter_context(closing(camera.open(cam)))
+                if not can_capture(ptz, start, now):
+                    raise RuntimeError(
+                        f"hour {hour} passed without a capture (a past hour is never re-captured)"
+                    )
+                at = _capture_time(start, now)
+                images, telemetry = capture_query(ptz, cam, at, start + timedelta(hours=1))
+                manifest = scans.write_scan(storage, prefix, cam.key, "query", images, telemetry, cam.mode)
+            except Exception as exc:
+                reason = f"capture failed: {type(exc).__name__}: {exc}"
+                context.log.warning(f"{pk}: {reason}")
+                failures.append(
+                    ResultRow.failure(cam, start, pk, context.run.run_id, reason, storage.uri(prefix))
+                )
+                continue
+            context.log.info(f"{pk}: captured {len(manifest.frames)} frames ({cam.mode})")
+            succeeded[pk] = {"frames": len(manifest.frames), "mode": cam.mode}
+    return succeeded, failures
 
 
 @grouped_hourly_asset(
@@ -51,47 +97,29 @@ def query_scan(
 ):
     """Capture every requested camera-hour; keep scans already stored (a past hour is never re-captured).
 
+    Cameras are captured concurrently (a passive camera may wait most of its hour for a still window).
     A failed capture (unreachable camera, no stable window, an hour that passed uncaptured) writes its own
     failure row and alert; the other cameras go on.
     """
     fleet = devices.fleet()
     now = datetime.now(UTC)
+    groups = keys_by_camera(context.partition_keys)
+    cams = {key: fleet.camera(key) for key in groups}
     outcome = GroupedOutcome.empty()
-    failures: list[tuple[CameraConfig, dict]] = []
-    for cam_key, hours in keys_by_camera(context.partition_keys).items():
-        cam = fleet.camera(cam_key)
-        with ExitStack() as opened:
-            ptz: PTZCamera | None = None  # opened on the first hour that needs it, closed after the camera
-            for hour in hours:
-                pk = str(camera_hour_key(cam_key, hour))
-                start = hour_start(hour)
-                prefix = scans.query_prefix(cam.deployment, cam.name, start)
-                try:  # any failure (camera, storage) costs this camera-hour only: a row + alert
-                    existing = scans.read_manifest(storage, prefix)
-                    if existing is not None:
-                        outcome.succeeded[pk] = {"frames": len(existing.frames), "kept_existing_scan": True}
-                        continue
-                    if ptz is None:
-                        ptz = opened.enter_context(closing(camera.open(cam)))
-                    if not can_capture(ptz, start, now):
-                        raise RuntimeError(
-                            f"hour {hour} passed without a capture (a past hour is never re-captured)"
-                        )
-                    images, telemetry = capture_query(ptz, cam, _capture_time(start, now))
-                    manifest = scans.write_scan(
-                        storage, prefix, cam.key, "query", images, telemetry, cam.mode
-                    )
-                except Exception as exc:
-                    reason = f"capture failed: {type(exc).__name__}: {exc}"
-                    context.log.warning(f"{pk}: {reason}")
-                    outcome.failed[pk] = reason
-                    row = failure_row(cam, start, pk, context.run.run_id, reason, storage.uri(prefix))
-                    failures.append((cam, row))
-                    continue
-                context.log.info(f"{pk}: captured {len(manifest.frames)} frames ({cam.mode})")
-                outcome.succeeded[pk] = {"frames": len(manifest.frames), "mode": cam.mode}
+    failures: list[ResultRow] = []
+    with ThreadPoolExecutor(max_workers=max(1, len(groups))) as pool:
+        futures = [
+            pool.submit(_capture_camera, context, cams[key], hours, storage, camera, now)
+            for key, hours in groups.items()
+        ]
+        for future in futures:
+            succeeded, failed = future.result()
+            outcome.succeeded.update(succeeded)
+            failures += failed
+    for row in failures:
+        outcome.failed[row.partition_key] = row.failure_logs or "capture failed"
     if failures:
-        iceberg.replace_rows([row["partition_key"] for _, row in failures], [row for _, row in failures])
-        for cam, row in failures:
-            notify(slack, row, cam.offset_threshold_deg)
+        iceberg.replace_rows([row.partition_key for row in failures], failures)
+        for row in failures:
+            slack.send_result(row, cams[camera_key(row.deployment, row.device_id)].offset_threshold_deg)
     yield from outcome.report(QUERY_SCAN)

@@ -7,20 +7,15 @@ import pandas as pd
 
 from ptz_pipeline.resources.iceberg import IcebergResource
 from ptz_pipeline.resources.storage import ObjectStorageResource
+from ptz_pipeline.results import REPORT_COLUMNS
 
 # end_offset=1: today's (partial) report can be exported too; the schedule exports yesterday's.
 daily_partitions = dg.DailyPartitionsDefinition(start_date="2026-01-01", end_offset=1)
 
-REPORT_COLUMNS = [
-    "deployment", "device_id", "timestamp", "yaw_offset", "pitch_offset", "roll_offset",
-    "sigma_yaw", "sigma_pitch", "sigma_roll", "inliers", "n_frames", "mode", "success",
-    "failure_logs", "files_location", "partition_key", "run_id",
-]  # fmt: skip
-
 
 def report_frames(rows: pd.DataFrame) -> pd.DataFrame:
     """Report table: one row per camera-hour, sorted; timestamps naive UTC (Excel has no time zones)."""
-    df = rows.reindex(columns=REPORT_COLUMNS).sort_values(["deployment", "device_id", "timestamp"])
+    df = rows.reindex(columns=list(REPORT_COLUMNS)).sort_values(["deployment", "device_id", "timestamp"])
     df["timestamp"] = pd.to_datetime(df["timestamp"], utc=True).dt.tz_localize(None)
     return df.reset_index(drop=True)
 

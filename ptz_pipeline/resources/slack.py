@@ -19,6 +19,8 @@ from pydantic import Field
 from slack_sdk import WebClient, WebhookClient
 from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 
+from ptz_pipeline.results import DEFAULT_THRESHOLD_DEG, ResultRow, within_threshold
+
 Delivery = Literal["slack", "webhook", "log", "failed"]
 """How a message went out: chat.postMessage, incoming webhook, the log only, or a Slack error (logged)."""
 
@@ -39,14 +41,6 @@ def _format_degrees(value: float | None) -> str:
     return f"{'0' if text == '-0' else text}°"
 
 
-def offsets_within_threshold(
-    pitch: float | None, yaw: float | None, roll: float | None, success: bool, threshold_deg: float = 0.5
-) -> bool:
-    """True (✅) when the estimate succeeded and every |offset| (degrees) is at most ``threshold_deg``."""
-    offsets = (pitch, yaw, roll)
-    return bool(success) and all(value is not None and abs(value) <= threshold_deg for value in offsets)
-
-
 def format_calibration_report(
     deployment: str,
     device_id: str,
@@ -57,7 +51,7 @@ def format_calibration_report(
     mode: str,
     success: bool,
     failure_logs: str | Sequence[str] | None = None,
-    threshold_deg: float = 0.5,
+    threshold_deg: float = DEFAULT_THRESHOLD_DEG,
 ) -> str:
     """The seed's Slack message for one camera-hour; offsets in degrees, ``timestamp`` timezone-aware.
 
@@ -66,7 +60,7 @@ def format_calibration_report(
     """
     if timestamp.tzinfo is None or timestamp.utcoffset() is None:
         raise ValueError(f"timestamp must be timezone-aware, got {timestamp!r}")
-    within = offsets_within_threshold(pitch, yaw, roll, success, threshold_deg)
+    within = within_threshold(pitch, yaw, roll, success, threshold_deg)
     lines = [
         f"{OK_EMOJI if within else ALERT_EMOJI} Camera Calibration Report",
         f"Deployment: {deployment}",
@@ -101,7 +95,9 @@ class SlackResource(dg.ConfigurableResource):
     channel: str = Field(default=DEFAULT_CHANNEL, description="Channel for chat.postMessage.")
     webhook_url: str | None = Field(default=None, description="Incoming webhook URL (used without a token).")
     base_url: str | None = Field(default=None, description="Slack API base URL override (tests, proxies).")
-    threshold_deg: float = Field(default=0.5, gt=0.0, description="|offset| above this (degrees) alerts.")
+    threshold_deg: float = Field(
+        default=DEFAULT_THRESHOLD_DEG, gt=0.0, description="|offset| above this (degrees) alerts."
+    )
 
     def _redact(self, text: str) -> str:
         """``text`` with the token and the webhook URL replaced by ``***``."""
@@ -165,3 +161,18 @@ class SlackResource(dg.ConfigurableResource):
             self.threshold_deg if threshold_deg is None else threshold_deg,
         )
         return self.send_message(text)
+
+    def send_result(self, row: ResultRow, threshold_deg: float) -> Delivery:
+        """The seed's report for one calibration_results row, judged against the camera's threshold."""
+        return self.send_calibration_report(
+            deployment=row.deployment,
+            device_id=row.device_id,
+            timestamp=row.timestamp,
+            pitch=row.pitch_offset,
+            yaw=row.yaw_offset,
+            roll=row.roll_offset,
+            mode=row.mode,
+            success=row.success,
+            failure_logs=[row.failure_logs] if row.failure_logs else None,
+            threshold_deg=threshold_deg,
+        )
