@@ -27,7 +27,7 @@ import numpy as np
 from bench.report import markdown_table, shared_data, write_section
 from geometry.dlt import dlt_camera_matrix, gold_standard_camera_matrix, reprojection_rms
 from geometry.intrinsics import board_points, calibrate_from_corners, detect_chessboard_corners
-from ptz_pipeline_tests.datasets import load_model_house, opencv_chessboard_paths
+from ptz_pipeline.datasets import load_model_house, opencv_chessboard_paths
 
 COMMAND = ".venv/bin/python -m bench.calibration"
 REPEATS = 15

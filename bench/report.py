@@ -10,8 +10,8 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+from ptz_pipeline.datasets import REPO_ROOT, SHARED_DATA
+
 BENCHMARKS_MD = REPO_ROOT / "BENCHMARKS.md"
 
 

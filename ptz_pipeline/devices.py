@@ -43,6 +43,7 @@ from pydantic import (
 
 from geometry.camera import Intrinsics, ZoomModel
 from geometry.rotations import drift_angles, drift_matrix
+from ptz_pipeline.datasets import PANORAMA
 from ptz_pipeline.results import DEFAULT_THRESHOLD_DEG
 
 KEY_SEPARATOR = "__"
@@ -146,8 +147,6 @@ class ReferenceGrid(_Model):
 
 SIM_EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
 """Time origin of the simulated mounts' drift."""
-PACKAGED_PANORAMA = Path(__file__).resolve().parent / "data" / "panorama" / "examplepano.jpg"
-"""The simulator's default world: Matthew Petroff's panorama (CC BY-SA 3.0, see data/panorama/SOURCE.txt)."""
 
 
 class SimulatedBackend(_Model):
@@ -179,12 +178,13 @@ class SimulatedBackend(_Model):
     home: PTZStop = (0.0, -15.0, 0.0)
     """PTZ position (pan deg, tilt deg, zoom) when the camera starts."""
     panorama: str | None = None
-    """Equirectangular world image the camera renders; None: the packaged panorama."""
+    """Equirectangular world image the camera renders; None: the packaged panorama (Matthew Petroff,
+    CC BY-SA 3.0; see ptz_pipeline/data/panorama/SOURCE.txt)."""
 
     @property
     def panorama_path(self) -> Path:
         """The world image file (FileNotFoundError naming it when absent)."""
-        path = Path(self.panorama) if self.panorama else PACKAGED_PANORAMA
+        path = Path(self.panorama) if self.panorama else PANORAMA
         if not path.is_file():
             raise FileNotFoundError(f"simulator panorama not found at {path}")
         return path

@@ -6,16 +6,15 @@ from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+from ptz_pipeline.datasets import REPO_ROOT, SHARED_DATA
+
+__all__ = ["REPO_ROOT", "shared_data"]
 
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """Path to ../shared/data; fails (not skips) with a clear message when it is absent."""
+    """Path to ../shared/data; tests that need it skip with the reason where it is absent (a user's clone).
+    CI always has it: .ci/run refuses to run without it, so nothing is skipped there."""
     if not SHARED_DATA.is_dir():
-        pytest.fail(
-            f"external test data not found at {SHARED_DATA}: the tests read ../shared/data beside the "
-            "repository checkout (see DESIGN.md)"
-        )
+        pytest.skip(f"external test data not found at {SHARED_DATA} (../shared/data beside the checkout)")
     return SHARED_DATA

@@ -25,7 +25,7 @@ from geometry.dlt import (
     normalize_points,
     reprojection_rms,
 )
-from ptz_pipeline_tests.datasets import ModelHouseView, load_model_house
+from ptz_pipeline.datasets import ModelHouseView, load_model_house
 
 CHI2_P = 1.0 - 1e-4
 

@@ -33,15 +33,16 @@ from geometry.features import (
 from geometry.render import Nuisances, Panorama, render_view
 from geometry.rotations import R_BC, Ry
 from ptz_pipeline import model_cache
+from ptz_pipeline.datasets import PANORAMA
 
 R_WA = R_BC(40.0, -20.0)
 """Orientation of the first rendered view (pan 40°, tilt -20°)."""
 
 
-def rendered_pair(shared_data: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, Intrinsics]:
+def rendered_pair() -> tuple[np.ndarray, np.ndarray, np.ndarray, Intrinsics]:
     """Two 640x480 views of the panorama 4° of pan, 2° of tilt and 1° of roll apart, with sensor noise and
     JPEG; returns (image_a, image_b, H_ab, intrinsics), H_ab = K R_WB^T R_WA K^-1 maps A's pixels to B's."""
-    pano = Panorama.load(shared_data / "panorama" / "examplepano.jpg")
+    pano = Panorama.load(PANORAMA)
     intr = Intrinsics.from_fov(60.0, 640, 480)
     R_WB = R_BC(44.0, -18.0) @ Ry(np.radians(1.0))
     nuisances = Nuisances(noise_sigma=1.5, jpeg_quality=90)
@@ -64,8 +65,8 @@ def _cross_check_matches(fa: Features, fb: Features) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def pair(shared_data: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, Intrinsics]:
-    return rendered_pair(shared_data)
+def pair() -> tuple[np.ndarray, np.ndarray, np.ndarray, Intrinsics]:
+    return rendered_pair()
 
 
 def _disk_640(subpixel: bool) -> DiskExtractor:
@@ -193,13 +194,13 @@ def test_disk_subpixel_keypoints_follow_the_rotation_homography_closer_than_inte
 
 
 def test_disk_keypoints_sit_on_the_feature_at_two_rendered_scales(
-    shared_data: Path, pair, disk, disk_pair_features
+    pair, disk, disk_pair_features
 ) -> None:
     """The same view rendered at 640x480 and at 320x240 (Intrinsics.scaled: the pixel-centre convention's
     ground truth A maps half-size pixels to full-size ones), both detected at their own size. A keypoint bias
     of b detection pixels in both leaves a residual p_full - A p_half = b - 2 b = -b: DISK's heatmap maxima
     are ~+0.45 px off before the pixel-centre correction, so |median residual| must be well below that."""
-    pano = Panorama.load(shared_data / "panorama" / "examplepano.jpg")
+    pano = Panorama.load(PANORAMA)
     intr = pair[3]
     half = intr.scaled(0.5)
     image_half = render_view(pano, half, R_WA, rng=3, nuisances=Nuisances(noise_sigma=1.5, jpeg_quality=90))
@@ -233,10 +234,10 @@ def test_sift_keypoints_are_mirror_symmetric(pair, axis: int) -> None:
 
 
 @pytest.mark.parametrize("kind", ["disk", "sift"])
-def test_keypoints_are_reported_in_original_pixels_after_resizing(shared_data: Path, disk, kind: str) -> None:
+def test_keypoints_are_reported_in_original_pixels_after_resizing(disk, kind: str) -> None:
     """Features of a 640x480 view detected at 320 px must land where those of the same view rendered at
     320x240 land, mapped with Intrinsics.scaled (the pixel-centre convention's ground truth)."""
-    pano = Panorama.load(shared_data / "panorama" / "examplepano.jpg")
+    pano = Panorama.load(PANORAMA)
     intr = Intrinsics.from_fov(60.0, 640, 480)
     half = intr.scaled(0.5)
     full_image, half_image = render_view(pano, intr, R_WA), render_view(pano, half, R_WA)

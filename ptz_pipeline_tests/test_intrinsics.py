@@ -18,7 +18,7 @@ from geometry.intrinsics import (
     calibrate_from_corners,
     detect_chessboard_corners,
 )
-from ptz_pipeline_tests.datasets import opencv_chessboard_paths
+from ptz_pipeline.datasets import opencv_chessboard_paths
 
 PATTERN = (9, 6)
 IMAGE_SIZE = (640, 480)

@@ -4,7 +4,6 @@ lookups), mip anti-aliasing against a supersampled reference, nuisances and spee
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -15,11 +14,12 @@ from scipy.optimize import least_squares
 from geometry.camera import Intrinsics
 from geometry.render import Nuisances, Panorama, render_view
 from geometry.rotations import R_BC, Rz
+from ptz_pipeline.datasets import PANORAMA
 
 
 @pytest.fixture(scope="module")
-def pano(shared_data: Path) -> Panorama:
-    return Panorama.load(shared_data / "panorama" / "examplepano.jpg")
+def pano() -> Panorama:
+    return Panorama.load(PANORAMA)
 
 
 def _gray(image: np.ndarray) -> np.ndarray:
@@ -119,14 +119,14 @@ def test_pan_by_one_degree_shifts_the_image_as_predicted(pano: Panorama, k1: flo
     np.testing.assert_allclose(measured, q_b - q_a, atol=0.1)
 
 
-def test_mip_levels_prevent_aliasing(pano: Panorama, shared_data: Path) -> None:
+def test_mip_levels_prevent_aliasing(pano: Panorama) -> None:
     """A 100° view rendered with mip levels is close to an 8x supersampled, area-averaged reference; the same
     view from the full-resolution level alone is not (aliasing)."""
     intr = Intrinsics.from_fov(100.0, 256, 192)
     R_WC = R_BC(120.0, -25.0)
     fine = render_view(pano, intr.scaled(8.0), R_WC)
     reference = cv2.resize(fine, (256, 192), interpolation=cv2.INTER_AREA).astype(float)
-    single = Panorama.load(shared_data / "panorama" / "examplepano.jpg", max_levels=1)
+    single = Panorama.load(PANORAMA, max_levels=1)
     err_mip = np.mean(np.abs(render_view(pano, intr, R_WC) - reference))
     err_single = np.mean(np.abs(render_view(single, intr, R_WC) - reference))
     assert err_mip < 0.6 * err_single, (err_mip, err_single)

@@ -1,8 +1,9 @@
-"""Loaders for the external data sets in ../shared/data, shared by the tests and the bench scripts.
+"""Real external data sets for the tests and the benchmarks: where they live and their loaders.
 
-Each loader takes the data set's own folder (e.g. ``shared_data / "vgg_model_house"``) and raises
-FileNotFoundError naming the folder when it is absent (never a skip: the data are part of the checkout's
-environment, see ../shared/data/README.md).
+The panorama and OpenCV's chessboard photos ship inside the package (``PACKAGED_DATA``, each with its
+SOURCE.txt and licence); the VGG Model House has no licence text, so it is read from ``SHARED_DATA``
+(``../shared/data`` beside the checkout), which a user's clone may not have. Each loader takes the data set's
+own folder and raises FileNotFoundError naming it when absent.
 """
 
 from __future__ import annotations
@@ -11,6 +12,14 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+"""External data beside the checkout (../shared/data): the VGG Model House among others."""
+PACKAGED_DATA = Path(__file__).resolve().parent / "data"
+"""Data shipped in the package: panorama/ (CC BY-SA 3.0) and opencv_left_chessboard/ (Apache-2.0)."""
+PANORAMA = PACKAGED_DATA / "panorama" / "examplepano.jpg"
+OPENCV_CHESSBOARD = PACKAGED_DATA / "opencv_left_chessboard"
 
 
 class ModelHouseView(NamedTuple):
