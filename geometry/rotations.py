@@ -1,6 +1,6 @@
 """Frame conventions and rotation utilities.
 
-Frames (see DESIGN.md):
+Frames (see ARCHITECTURE.md):
 - World W: local ENU at the camera (x east, y north, z up).
 - Camera C: OpenCV (x right, y down, z forward).
 - Mount B: z up; at pan = 0, tilt = 0 the camera looks along +y_B and image right is +x_B.

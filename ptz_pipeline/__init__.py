@@ -1,4 +1,4 @@
-"""ptz-pipeline: Dagster wiring for PTZ camera georegistration (see DESIGN.md)."""
+"""ptz-pipeline: Dagster wiring for PTZ camera georegistration (see ARCHITECTURE.md)."""
 
 import os
 

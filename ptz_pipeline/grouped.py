@@ -48,7 +48,7 @@ class GroupedOutcome:
         """Yield one materialization per succeeded key, then raise a Failure naming the failed keys.
 
         Only the failed keys then show FAILED in the UI; logging without raising would mark every key
-        materialized (see DESIGN.md).
+        materialized (see ARCHITECTURE.md).
         """
         for key, metadata in self.succeeded.items():
             yield dg.AssetMaterialization(asset_key=asset_key, partition=key, metadata=dict(metadata))

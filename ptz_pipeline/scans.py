@@ -1,6 +1,6 @@
 """Scan folders (reference and query) in object storage: layout, manifest.json, images and features.
 
-Layout (same keys on a local directory or S3), see DESIGN.md:
+Layout (same keys on a local directory or S3), see ARCHITECTURE.md:
 ``{deployment}/{camera}/reference_scan/{manifest.json,images/,features/}`` and
 ``{deployment}/{camera}/query_scan/{YYYYMMDDTHHMMSSZ}/{manifest.json,images/,features/}``.
 manifest.json is written last, so a scan without it is incomplete and never read.
@@ -18,8 +18,8 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from geometry.camera import Intrinsics, ZoomModel
+from geometry.drift import FrameObservation
 from geometry.features import FeatureExtractor, Features
-from geometry.offsets import FrameObservation
 from geometry.refine import grey
 
 
@@ -44,7 +44,7 @@ class ScanFrame(BaseModel):
 
 
 class ScanManifest(BaseModel):
-    """The scan folder's manifest.json (format fixed by DESIGN.md)."""
+    """The scan folder's manifest.json (format in ARCHITECTURE.md, "Storage layout")."""
 
     camera: str
     kind: Literal["reference", "query"]

@@ -1,4 +1,4 @@
-"""The frame conventions of DESIGN.md ("Conventions"), pinned with worked examples computed by hand.
+"""The frame conventions of ARCHITECTURE.md, pinned with worked examples computed by hand.
 
 Expected vectors and matrices are written out from the definitions (compass bearings, sines and cosines of
 the angles), never taken from geometry.rotations itself. Mount frame B: x east, y north, z up when level;
