@@ -6,7 +6,7 @@ For each random drift (yaw, pitch, roll uniform in ±3°) 5 query frames are ren
 reference stops (pan ±10°, tilt ±5°, zoom 0..0.2, i.e. focal x1..x1.6) with the drifted mount and typical
 nuisances, and each method reports one drift per query frame and one joint drift:
 
-(a) ours, DISK (kornia) features + mutual-NN matching + geometry.offsets.estimate_offsets;
+(a) ours, DISK (kornia) features + mutual-NN matching + geometry.drift.estimate_drift;
 (b) ours, SIFT features, same matching and estimation;
 (c) the baseline a user would write: OpenCV SIFT + BFMatcher ratio test (0.75) + cv2.findHomography (RANSAC,
     3 px) against the single nearest reference frame by telemetry, R = K_r⁻¹ H K_q orthonormalised, the
@@ -18,7 +18,7 @@ telemetry says, or looking at the sky) have no right answer: any success there i
 Times: seconds of extraction per query frame, and milliseconds of estimation per query frame (features
 given) split into matching and the rest (RANSAC + photometric refinement + LM + covariance, per-frame and
 joint estimates together). "(a) ... without refinement" re-estimates (a)'s features with the matches as
-detected (OffsetConfig(refine=None)).
+detected (DriftConfig(refine=None)).
 The DISK resize policy is measured on a subset of the drifts (accuracy / time per resize_max).
 
 Run from the repository root: .venv/bin/python -m bench.offsets [--quick]
@@ -43,9 +43,9 @@ import torch
 
 from bench.report import markdown_table, shared_data, write_section
 from geometry.camera import Intrinsics, ZoomModel
+from geometry.drift import DriftConfig, DriftReport, FrameObservation, estimate_drift
 from geometry.features import DiskExtractor, Features, SiftExtractor
 from geometry.matching import make_matcher, optical_axis_angles_deg
-from geometry.offsets import FrameObservation, OffsetConfig, OffsetReport, estimate_offsets
 from geometry.refine import grey
 from geometry.render import Nuisances, Panorama, render_view
 from geometry.rotations import R_BC, Rx, Ry, Rz, drift_angles, drift_matrix, mean_rotation, project_to_so3
@@ -160,15 +160,15 @@ class TimedMatcher:
 
 
 class Ours:
-    """Features from ``extractor``, mutual-NN matching, :func:`estimate_offsets`."""
+    """Features from ``extractor``, mutual-NN matching, :func:`estimate_drift`."""
 
     def __init__(
         self,
         extractor: DiskExtractor | SiftExtractor,
-        config: OffsetConfig | None = None,
+        config: DriftConfig | None = None,
     ) -> None:
         self.extractor = extractor
-        self.config = config or OffsetConfig()
+        self.config = config or DriftConfig()
         self.matcher = TimedMatcher(make_matcher("mnn", device="cpu"))
         self.references: list[FrameObservation] = []
         self.last_features: tuple[list[Features], float] = ([], 0.0)
@@ -206,7 +206,7 @@ class Ours:
             for i, (f, im, (pan, tilt, zoom)) in enumerate(zip(feats, qs.images, qs.stops, strict=True))
         ]
         self.matcher.seconds = 0.0
-        report = estimate_offsets(queries, self.references, self.matcher, self.config)
+        report = estimate_drift(queries, self.references, self.matcher, self.config)
         t2 = time.perf_counter()
         return _outcome(report, extract_s, self.matcher.seconds, t2 - t1 - self.matcher.seconds)
 
@@ -215,7 +215,7 @@ def _angles(ok: bool, yaw: float, pitch: float, roll: float) -> np.ndarray:
     return np.array([yaw, pitch, roll]) if ok else np.full(3, np.nan)
 
 
-def _outcome(report: OffsetReport, extract_s: float, match_s: float, solve_s: float) -> Outcome:
+def _outcome(report: DriftReport, extract_s: float, match_s: float, solve_s: float) -> Outcome:
     frames = [e for _, e in report.per_frame]
     j = report.joint
     return Outcome(
@@ -437,10 +437,10 @@ def main() -> None:
     }
     tallies = prepare_all(scene, methods, log)
     unrefined_name = "(a) without photometric refinement (same features)"
-    unrefined = Ours(disk.extractor, OffsetConfig(refine=None))
+    unrefined = Ours(disk.extractor, DriftConfig(refine=None))
     unrefined.references = disk.references
     tallies[unrefined_name] = Tally(reference_extract_s=tallies[next(iter(methods))].reference_extract_s)
-    two_refs = Ours(disk.extractor, OffsetConfig(max_reference_frames=2))
+    two_refs = Ours(disk.extractor, DriftConfig(max_reference_frames=2))
     two_refs.references = disk.references
     two_refs_name = f"DISK resize_max {args.disk_resize}, 2 reference frames per query (same features)"
     curve = {two_refs_name: Tally(reference_extract_s=tallies[next(iter(methods))].reference_extract_s)}
@@ -480,7 +480,7 @@ def main() -> None:
         f"{SILENT_DEG}° (joint and per-frame together), plus negative frames reported as successes. "
         "Estimation times per query frame with features given: matching (mutual NN, torch) and the rest "
         "(RANSAC + photometric refinement of up to "
-        f"{OffsetConfig().refine_max_matches} inliers per frame + LM + covariance, per-frame and joint "
+        f"{DriftConfig().refine_max_matches} inliers per frame + LM + covariance, per-frame and joint "
         "estimates)."
     )
     memory = (
@@ -519,8 +519,8 @@ def main() -> None:
             "Is σ honest? Over the joint estimates, per angle (a calibrated Gaussian σ gives a median "
             f"|error|/σ of 0.67 and 99.7 % within 3σ): {sigma_checks}",
             "Inliers (after refinement: the refined matches, at most "
-            f"{OffsetConfig().refine_max_matches} per frame), fewest of a successful query frame / most of a "
-            f"negative frame (min_inliers = {OffsetConfig().min_inliers}): {inlier_counts}",
+            f"{DriftConfig().refine_max_matches} per frame), fewest of a successful query frame / most of a "
+            f"negative frame (min_inliers = {DriftConfig().min_inliers}): {inlier_counts}",
             f"Reference scan feature extraction (16 frames): {extraction}",
             memory,
         ]

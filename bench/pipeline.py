@@ -5,11 +5,11 @@
    DISK extraction of the 5 frames, estimation against a reference scan prepared beforehand, Iceberg row),
    each partition in its own pair of runs. The run wall time (``execute_in_process``) is split into the time
    spent inside the asset bodies' calls (timed in the same process by wrapping capture_query, the extractor,
-   estimate_offsets, storage and Iceberg calls) and the rest, which is Dagster's overhead.
+   estimate_drift, storage and Iceberg calls) and the rest, which is Dagster's overhead.
 2. A 24 h x 20 camera backfill of orientation_offsets over stored query scans whose features are stored
    (so estimation only): (a) ONE run over the whole camera x hour range (BackfillPolicy.single_run) vs
    (b) one run per partition, measured on a subset and extrapolated. To stay affordable on 2 cores the
-   backfill fleet uses the SIFT extractor (FeaturesResource extractor_kind="sift") at 320x240.
+   backfill fleet uses the SIFT extractor (DriftEstimationResource extractor_kind="sift") at 320x240.
 
 Everything runs on a temporary Dagster instance (SQLite storage in a temporary DAGSTER_HOME), temporary
 data folder and generated devices.yaml. ``--quick`` is a smoke run (fewer cameras and hours) that prints
@@ -58,7 +58,7 @@ from ptz_pipeline.partitions import (
     recent_hours,
     split_camera_hour,
 )
-from ptz_pipeline.resources.features import FeaturesResource
+from ptz_pipeline.resources.estimation import DriftEstimationResource
 from ptz_pipeline.resources.iceberg import CATALOG_NAME, IcebergResource
 from ptz_pipeline.resources.slack import SlackResource
 from ptz_pipeline.resources.storage import ObjectStorageResource
@@ -142,7 +142,7 @@ class Timers:
             (scans, "scan_observations", "storage"),
             (offset_assets, "load_intrinsics", "storage"),
             (offset_assets, "load_reference_observations", "storage"),
-            (offset_assets, "estimate_offsets", "estimation"),
+            (offset_assets, "estimate_drift", "estimation"),
             (IcebergResource, "replace_rows", "iceberg"),
             (extractor, "extract", "extraction"),
         ]
@@ -180,7 +180,7 @@ class Measured:
 class Bench:
     """Definitions + a temporary SQLite-backed instance + a generated devices.yaml."""
 
-    def __init__(self, tmp: Path, fleet: dict[str, list[dict]], features: FeaturesResource) -> None:
+    def __init__(self, tmp: Path, fleet: dict[str, list[dict]], estimation: DriftEstimationResource) -> None:
         tmp.mkdir(parents=True)
         devices = tmp / "devices.yaml"
         devices.write_text(yaml.safe_dump([{"name": s, "cameras": c} for s, c in fleet.items()]))
@@ -189,7 +189,7 @@ class Bench:
             **default_resources(str(data), str(devices)),
             "storage": ObjectStorageResource(url=str(data / "storage")),  # ignore PTZ_STORAGE_URL
             "slack": SlackResource(),  # alerts go to the log, never to a real channel
-            "features": features,
+            "estimation": estimation,
         }
         self.defs = build_definitions(self.resources)
         (tmp / "dagster_home").mkdir()
@@ -278,7 +278,7 @@ def per_run_process_costs() -> tuple[float, float]:
         [sys.executable, "-c", "import torch, ptz_pipeline.definitions"], cwd=REPO_ROOT, check=True
     )
     start_s = time.perf_counter() - t0
-    defaults = FeaturesResource()
+    defaults = DriftEstimationResource()
     t0 = time.perf_counter()
     make_extractor("disk", max_keypoints=defaults.max_keypoints, resize_max=defaults.resize_max)
     return start_s, time.perf_counter() - t0
@@ -288,7 +288,9 @@ def disk_seconds_by_size(image: np.ndarray, sizes: tuple[int, ...] = (640, 480, 
     """DISK seconds per frame at several ``resize_max`` (longest image side fed to the network)."""
     rows = []
     for size in sizes:
-        extractor = make_extractor("disk", max_keypoints=FeaturesResource().max_keypoints, resize_max=size)
+        extractor = make_extractor(
+            "disk", max_keypoints=DriftEstimationResource().max_keypoints, resize_max=size
+        )
         extractor.extract(image)
         t0 = time.perf_counter()
         feats = extractor.extract(image)
@@ -299,12 +301,12 @@ def disk_seconds_by_size(image: np.ndarray, sizes: tuple[int, ...] = (640, 480, 
 def end_to_end(tmp: Path, n_hours: int, say: Callable[[str], None]) -> str:
     """Part 1: capture + DISK + estimation per camera-hour, each partition in its own two runs."""
     say(f"== end to end: 1 camera, {len(E2E.ptz_stops)} query frames at {E2E.width}x{E2E.height}, DISK")
-    bench = Bench(tmp, {"bench-e2e": [camera_entry("cam-1", 1, E2E)]}, FeaturesResource())
+    bench = Bench(tmp, {"bench-e2e": [camera_entry("cam-1", 1, E2E)]}, DriftEstimationResource())
     cal_s = bench.calibrate(say)
     cam = next(bench.fleet.cameras())
     hours = recent_hours(datetime.now(UTC), n_hours)
     rows, runs = [], []
-    with bench.timers.patched(bench.resources["features"].extractor()):
+    with bench.timers.patched(bench.resources["estimation"].extractor()):
         for hour in hours:
             pk = str(camera_hour_key(cam.key, hour))
             capture = bench.measure("capture_queries", 1, partition_key=pk)
@@ -367,7 +369,7 @@ def backfill(tmp: Path, n_cameras: int, n_hours: int, n_single: int, say: Callab
         for s in range(sites)
     }
     say(f"== backfill: {n_cameras} cameras x {n_hours} h, SIFT at {BACKFILL.width}x{BACKFILL.height}")
-    bench = Bench(tmp, fleet, FeaturesResource(extractor_kind="sift"))
+    bench = Bench(tmp, fleet, DriftEstimationResource(extractor_kind="sift"))
     cal_s = bench.calibrate(say)
     hours = recent_hours(datetime.now(UTC), n_hours)
     n_partitions = n_cameras * n_hours
@@ -377,7 +379,7 @@ def backfill(tmp: Path, n_cameras: int, n_hours: int, n_single: int, say: Callab
         raise SystemExit("capture_queries failed")
     capture_s = time.perf_counter() - t0
     say(f"captured {n_partitions} query scans in one run: {capture_s:.1f} s")
-    extractor = bench.resources["features"].extractor()
+    extractor = bench.resources["estimation"].extractor()
     with bench.timers.patched(extractor):
         history = bench.measure("estimate_offsets", n_partitions, tags=tags)
         say(f"history pass (SIFT extraction stored + estimation): {history.wall_s:.1f} s")
@@ -414,7 +416,7 @@ def backfill(tmp: Path, n_cameras: int, n_hours: int, n_single: int, say: Callab
             f"frames per hour at {BACKFILL.width}x{BACKFILL.height}, reference grid of "
             f"{BACKFILL.grid_pans} stops. "
             "To keep this affordable on 2 cores the fleet uses the **SIFT** extractor configured in "
-            '`FeaturesResource(extractor_kind="sift")`, not DISK. Set-up (not counted): one '
+            '`DriftEstimationResource(extractor_kind="sift")`, not DISK. Set-up (not counted): one '
             f"calibrate_camera run per camera, {cal_s:.0f} s in all; capture of all {n_partitions} query "
             "scans in one `capture_queries` run "
             f"{capture_s:.0f} s; a first `estimate_offsets` pass over the range (the hourly history: "

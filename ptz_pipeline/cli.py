@@ -10,8 +10,8 @@ from pathlib import Path
 import pandas as pd
 
 from geometry.camera import Intrinsics, ZoomModel, load_calibration, save_calibration
+from geometry.drift import DriftConfig, DriftEstimate, estimate_drift
 from geometry.intrinsics import calibrate_chessboard, parse_pattern
-from geometry.offsets import DriftEstimate, OffsetConfig, estimate_offsets
 from geometry.rotations import drift_matrix
 
 
@@ -97,8 +97,8 @@ def cmd_offsets(args: argparse.Namespace) -> int:
         scans.scan_observations(storage, name, manifest, intr, zoom_model, extractor, with_images=args.refine)
         for storage, name, manifest in scans_found
     )
-    config = OffsetConfig() if args.refine else OffsetConfig(refine=None)
-    report = estimate_offsets(queries, references, make_matcher(args.matcher), config)
+    config = DriftConfig() if args.refine else DriftConfig(refine=None)
+    report = estimate_drift(queries, references, make_matcher(args.matcher), config)
     rows = [report_row(name, e) for name, e in report.per_frame] + [report_row("ALL", report.joint)]
     df = pd.DataFrame(rows, columns=REPORT_COLUMNS)
     out = Path(args.out)

@@ -16,7 +16,7 @@ import dagster as dg
 from ptz_pipeline import jobs, schedules, sensors
 from ptz_pipeline.assets import intrinsics, offsets, query, r_align, reference, reports
 from ptz_pipeline.resources.camera import DevicesResource, PTZCameraResource
-from ptz_pipeline.resources.features import FeaturesResource
+from ptz_pipeline.resources.estimation import DriftEstimationResource
 from ptz_pipeline.resources.iceberg import IcebergResource
 from ptz_pipeline.resources.slack import SlackResource
 from ptz_pipeline.resources.storage import ObjectStorageResource
@@ -40,7 +40,7 @@ def default_resources(data_dir: str | None = None, devices_path: str | None = No
         ),
         "devices": DevicesResource(path=devices_path or os.environ.get("PTZ_DEVICES", "devices.yaml")),
         "camera": PTZCameraResource(),
-        "features": FeaturesResource(),
+        "estimation": DriftEstimationResource(),
     }
 
 

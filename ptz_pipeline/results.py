@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 if TYPE_CHECKING:
-    from geometry.offsets import DriftEstimate
+    from geometry.drift import DriftEstimate
     from ptz_pipeline.devices import CameraConfig
 
 DEFAULT_THRESHOLD_DEG = 0.5

@@ -12,15 +12,15 @@ import pytest
 import torch
 
 from geometry.camera import Intrinsics
-from geometry.features import Features, SiftExtractor
-from geometry.matching import make_matcher
-from geometry.offsets import (
+from geometry.drift import (
+    DriftConfig,
     DriftEstimate,
     FrameObservation,
-    OffsetConfig,
-    estimate_offsets,
+    estimate_drift,
     kabsch_rotation,
 )
+from geometry.features import Features, SiftExtractor
+from geometry.matching import make_matcher
 from geometry.refine import grey
 from geometry.render import Nuisances, Panorama, render_view
 from geometry.rotations import R_BC, Rx, Rz, drift_angles, drift_matrix, rotation_angle_deg, rotvec_to_matrix
@@ -56,17 +56,18 @@ def synthetic_frame(
     rng: np.random.Generator,
     noise_px: float,
     outlier_fraction: float = 0.0,
-    offset_px: float = 0.0,
+    bias_px: float = 0.0,
     name: str = "",
 ) -> FrameObservation:
     """The scene points (unit world directions) a camera with ``intr`` and orientation ``R_WC`` sees, as
-    keypoints with Gaussian noise, a constant detector offset and a fraction moved to random pixels."""
+    keypoints with Gaussian noise (pixels), a constant keypoint bias ``bias_px`` (pixels) and a fraction moved
+    to random pixels."""
     b = directions_W @ R_WC
     ids = np.flatnonzero(b[:, 2] > 0.2)
     uv = intr.project(b[ids])
     w, h = intr.image_size
     inside = (uv[:, 0] > 0) & (uv[:, 0] < w - 1) & (uv[:, 1] > 0) & (uv[:, 1] < h - 1)
-    ids, uv = ids[inside], uv[inside] + rng.normal(0.0, noise_px, (inside.sum(), 2)) + offset_px
+    ids, uv = ids[inside], uv[inside] + rng.normal(0.0, noise_px, (inside.sum(), 2)) + bias_px
     moved = rng.random(len(uv)) < outlier_fraction
     uv[moved] = rng.uniform([0, 0], [w - 1, h - 1], (moved.sum(), 2))
     feats = Features(uv, ids[:, None].astype(np.float32), np.ones(len(uv)), intr.image_size, "synthetic")
@@ -79,7 +80,7 @@ def synthetic_hour(
     rng: np.random.Generator,
     noise_px: float = 0.5,
     outlier_fraction: float = 0.3,
-    offset_px: float = 0.0,
+    bias_px: float = 0.0,
     n_points: int = 20000,
 ) -> tuple[list[FrameObservation], list[FrameObservation]]:
     """A 6x2 reference grid (pan 0..300 step 60, tilt -10/-25, hfov 60°, 640x360) and query frames at
@@ -89,7 +90,7 @@ def synthetic_hour(
     base = Intrinsics.from_fov(60.0, 640, 360, dist=np.array([-0.05, 0.01, 0.0, 0.0]))
     stops = [(pan, tilt) for tilt in (-10.0, -25.0) for pan in range(0, 360, 60)]
     refs = [
-        synthetic_frame(dirs, R_ALIGN @ R_BC(*pt), base, pt, rng, noise_px, 0.0, offset_px, f"r{i}")
+        synthetic_frame(dirs, R_ALIGN @ R_BC(*pt), base, pt, rng, noise_px, 0.0, bias_px, f"r{i}")
         for i, pt in enumerate(stops)
     ]
     D = drift_matrix(*drift_deg)
@@ -102,7 +103,7 @@ def synthetic_hour(
             rng,
             noise_px,
             outlier_fraction,
-            offset_px,
+            bias_px,
             f"q{i}",
         )
         for i, (pan, tilt, f) in enumerate(query_stops)
@@ -130,7 +131,7 @@ def test_synthetic_drift_recovered_with_outliers_zoom_and_distortion(drift) -> N
     rng = np.random.default_rng(1)
     stops = [(10.0, -12.0, 1.0), (118.0, -20.0, 1.3), (245.0, -28.0, 1.6)]
     queries, refs = synthetic_hour(drift, stops, rng)
-    report = estimate_offsets(queries, refs, IdMatcher())
+    report = estimate_drift(queries, refs, IdMatcher())
     assert [name for name, _ in report.per_frame] == ["q0", "q1", "q2"]
     for est, tol in [*((e, 0.03) for _, e in report.per_frame), (report.joint, 0.005)]:
         assert est.success, est.reason
@@ -140,7 +141,7 @@ def test_synthetic_drift_recovered_with_outliers_zoom_and_distortion(drift) -> N
         assert np.allclose(drift_angles(est.D), angles(est), atol=1e-9)
     assert report.joint.n_query_frames == 3 and report.joint.inliers > 1000
     # two reference frames per query: each query keypoint still counts once
-    two = estimate_offsets(queries, refs, IdMatcher(), OffsetConfig(max_reference_frames=2))
+    two = estimate_drift(queries, refs, IdMatcher(), DriftConfig(max_reference_frames=2))
     assert two.joint.success and np.all(np.abs(angles(two.joint) - drift) < 0.005)
     for (_, one_ref), (_, two_refs), q in zip(report.per_frame, two.per_frame, queries, strict=True):
         assert one_ref.n_matches <= two_refs.n_matches <= len(q.features)
@@ -150,12 +151,12 @@ def test_synthetic_drift_recovered_with_outliers_zoom_and_distortion(drift) -> N
 def test_covariance_matches_monte_carlo_spread() -> None:
     """Single query and reference at equal zoom, 0.5 px noise: predicted σ vs the spread over 150 trials."""
     rng = np.random.default_rng(2)
-    config = OffsetConfig(keypoint_offset_sigma_px=0.0)
+    config = DriftConfig(keypoint_bias_sigma_px=0.0)
     errors, predicted = [], []
     for _ in range(150):
         drift = rng.uniform(-3, 3, 3)
         queries, refs = synthetic_hour(drift, [(62.0, -12.0, 1.0)], rng, outlier_fraction=0.2, n_points=8000)
-        est = estimate_offsets(queries, refs[1:2], IdMatcher(), config).joint
+        est = estimate_drift(queries, refs[1:2], IdMatcher(), config).joint
         assert est.success, est.reason
         errors.append(angles(est) - drift)
         predicted.append(sigmas(est))
@@ -164,15 +165,15 @@ def test_covariance_matches_monte_carlo_spread() -> None:
     assert np.all(np.abs(np.mean(errors, axis=0)) < 3 * np.std(errors, axis=0) / np.sqrt(150))
 
 
-def test_sigma_accounts_for_a_keypoint_offset_across_zooms() -> None:
-    """A 0.5 px detector offset shifts the drift where zooms differ: σ must cover it when configured."""
+def test_sigma_accounts_for_a_keypoint_bias_across_zooms() -> None:
+    """A 0.5 px keypoint bias shifts the drift where zooms differ: σ must cover it when configured."""
     rng = np.random.default_rng(3)
-    queries, refs = synthetic_hour((1.0, -1.0, 0.5), [(5.0, -10.0, 1.6)], rng, noise_px=0.2, offset_px=0.5)
-    honest = estimate_offsets(queries, refs, IdMatcher()).joint
-    naive = estimate_offsets(queries, refs, IdMatcher(), OffsetConfig(keypoint_offset_sigma_px=0.0)).joint
+    queries, refs = synthetic_hour((1.0, -1.0, 0.5), [(5.0, -10.0, 1.6)], rng, noise_px=0.2, bias_px=0.5)
+    honest = estimate_drift(queries, refs, IdMatcher()).joint
+    naive = estimate_drift(queries, refs, IdMatcher(), DriftConfig(keypoint_bias_sigma_px=0.0)).joint
     err = np.abs(angles(honest) - (1.0, -1.0, 0.5))
     assert honest.success and naive.success
-    assert np.max(err) > 0.002  # the offset really biases the estimate ...
+    assert np.max(err) > 0.002  # the keypoint bias really biases the estimate ...
     assert np.all(err < 2.5 * sigmas(honest)), (err, sigmas(honest))  # ... and σ covers it
     assert np.any(err > 5 * sigmas(naive))  # the residuals alone cannot see it
 
@@ -182,7 +183,7 @@ def test_failures_say_why_instead_of_giving_a_number() -> None:
     queries, refs = synthetic_hour((1.0, 0.5, -0.5), [(0.0, -10.0, 1.0), (180.0, 70.0, 1.0)], rng)
     # a query frame of another scene: its point ids match the reference's at random places
     random_matches = synthetic_hour((1.0, 0.5, -0.5), [(60.0, -10.0, 1.0)], rng)[0]
-    report = estimate_offsets([*queries, *random_matches], refs, IdMatcher())
+    report = estimate_drift([*queries, *random_matches], refs, IdMatcher())
     (_, ok), (_, no_overlap), (_, garbage) = report.per_frame
     assert ok.success
     assert not no_overlap.success and "no reference frame overlaps" in no_overlap.reason
@@ -200,15 +201,15 @@ def test_failures_say_why_instead_of_giving_a_number() -> None:
     keep = (corner.keypoints[:, 0] < 130) & (corner.keypoints[:, 1] < 90)
     bunched = Features(corner.keypoints[keep], corner.descriptors[keep], corner.scores[keep], (640, 360), "s")
     q = FrameObservation(bunched, 0.0, -10.0, 0.0, dense_queries[0].intrinsics, "corner")
-    est = estimate_offsets([q], dense_refs, IdMatcher()).joint
+    est = estimate_drift([q], dense_refs, IdMatcher()).joint
     assert not est.success and "cover too little" in est.reason, est.reason
-    loose = estimate_offsets(
-        [q], dense_refs, IdMatcher(), OffsetConfig(min_hull_fraction=0.0, max_sigma_deg=1e-4)
+    loose = estimate_drift(
+        [q], dense_refs, IdMatcher(), DriftConfig(min_hull_fraction=0.0, max_sigma_deg=1e-4)
     )
     assert not loose.joint.success and "uncertainty too large" in loose.joint.reason
 
     # every query frame looks away from the reference scan
-    report = estimate_offsets(queries[1:], refs, IdMatcher())
+    report = estimate_drift(queries[1:], refs, IdMatcher())
     assert not report.joint.success and "any query frame" in report.joint.reason
 
 
@@ -216,9 +217,9 @@ def test_bad_input_is_rejected() -> None:
     rng = np.random.default_rng(5)
     queries, refs = synthetic_hour((0.0, 0.0, 0.0), [(0.0, -10.0, 1.0)], rng)
     with pytest.raises(ValueError, match="at least one query"):
-        estimate_offsets([], refs, IdMatcher())
+        estimate_drift([], refs, IdMatcher())
     with pytest.raises(ValueError, match="at least one reference"):
-        estimate_offsets(queries, [], IdMatcher())
+        estimate_drift(queries, [], IdMatcher())
     q = queries[0]
     with pytest.raises(ValueError, match="scale them"):
         FrameObservation(q.features, 0.0, 0.0, 0.0, q.intrinsics.scaled(0.5), "half")
@@ -227,11 +228,11 @@ def test_bad_input_is_rejected() -> None:
     with pytest.raises(ValueError, match="ONVIF"):
         FrameObservation(q.features, 0.0, 0.0, 1.5, q.intrinsics, "zoom")
     with pytest.raises(ValueError, match="loss"):
-        OffsetConfig(loss="l2")
+        DriftConfig(loss="l2")
     with pytest.raises(ValueError, match="positive"):
-        OffsetConfig(ransac_threshold_px=0.0)
+        DriftConfig(ransac_threshold_px=0.0)
     with pytest.raises(ValueError, match="confidence"):
-        OffsetConfig(ransac_confidence=1.0)
+        DriftConfig(ransac_confidence=1.0)
 
 
 # --- rendered views (simulator ground truth) ---------------------------------------------------------------
@@ -303,7 +304,7 @@ def test_rendered_drift_matches_ground_truth(scene: dict, drift_deg) -> None:
     D = drift_matrix(*drift_deg)
     stops = [(8.0, -14.0, 1.0), (50.0, -22.0, 1.3), (85.0, -12.0, 1.7)]
     queries = [render_query(scene, D, pan, tilt, f, rng) for pan, tilt, f in stops]
-    report = estimate_offsets(queries, scene["refs"], scene["matcher"])
+    report = estimate_drift(queries, scene["refs"], scene["matcher"])
     for name, est in [*report.per_frame, ("joint", report.joint)]:
         assert est.success, (name, est.reason)
         err = np.abs(angles(est) - drift_deg)
@@ -320,16 +321,14 @@ def test_photometric_refinement_with_images(scene: dict) -> None:
     drift = (-2.2, 1.5, -1.0)
     stops = [(8.0, -14.0, 1.0), (50.0, -22.0, 1.3), (85.0, -12.0, 1.7)]
     queries = [render_query(scene, drift_matrix(*drift), p, t, f, rng, with_image=True) for p, t, f in stops]
-    report = estimate_offsets(queries, scene["refs_with_images"], scene["matcher"])
+    report = estimate_drift(queries, scene["refs_with_images"], scene["matcher"])
     for name, est in [*report.per_frame, ("joint", report.joint)]:
         assert est.success, (name, est.reason)
         err = np.abs(angles(est) - drift)
         assert np.all(err < (0.001 if name == "joint" else 0.005)), (name, err)
         assert np.all(err < 5 * sigmas(est) + 2e-4), (name, err, sigmas(est))
-    assert report.joint.inliers <= len(stops) * OffsetConfig().refine_max_matches
-    unrefined = estimate_offsets(
-        queries, scene["refs_with_images"], scene["matcher"], OffsetConfig(refine=None)
-    )
+    assert report.joint.inliers <= len(stops) * DriftConfig().refine_max_matches
+    unrefined = estimate_drift(queries, scene["refs_with_images"], scene["matcher"], DriftConfig(refine=None))
     assert np.all(np.abs(angles(unrefined.joint) - drift) < 0.02)
 
 
@@ -345,7 +344,7 @@ def test_single_query_single_reference(scene: dict) -> None:
     rng = np.random.default_rng(11)
     drift = (0.8, -0.6, 1.2)
     query = render_query(scene, drift_matrix(*drift), 47.0, -24.0, 1.2, rng)
-    report = estimate_offsets([query], scene["refs"][4:5], scene["matcher"])
+    report = estimate_drift([query], scene["refs"][4:5], scene["matcher"])
     assert report.joint.success and report.per_frame[0][1].success, report.joint.reason
     assert np.all(np.abs(angles(report.joint) - drift) < 0.03)
 
@@ -382,13 +381,13 @@ def test_textureless_and_changed_scenes_fail_with_a_reason(scene: dict) -> None:
         )
         for pan in (0.0, 45.0)
     ]
-    sky = estimate_offsets([render_query(scene, D, 20.0, 45.0, 1.0, rng)], sky_refs, scene["matcher"])
+    sky = estimate_drift([render_query(scene, D, 20.0, 45.0, 1.0, rng)], sky_refs, scene["matcher"])
 
     # scene changed: the view comes from another region than the telemetry says; a block-shuffled image
     elsewhere = render_query(scene, D, 45.0, -20.0, 1.0, rng, view_R=R_ALIGN @ R_BC(200.0, -30.0))
     image = render_view(pano, base, R_ALIGN @ D @ R_BC(45.0, -20.0), rng, Nuisances.typical())
     mixed = FrameObservation(sift.extract(shuffled(image, rng)), 45.0, -20.0, 0.0, base, "shuffled")
-    changed = estimate_offsets([elsewhere, mixed], scene["refs"], scene["matcher"])
+    changed = estimate_drift([elsewhere, mixed], scene["refs"], scene["matcher"])
 
     for est in [sky.joint, *(e for _, e in sky.per_frame), changed.joint, *(e for _, e in changed.per_frame)]:
         assert not est.success and est.reason, est
@@ -398,7 +397,7 @@ def test_textureless_and_changed_scenes_fail_with_a_reason(scene: dict) -> None:
     occluded = render_query(
         scene, D, 45.0, -20.0, 1.0, rng, Nuisances(occluder_fraction=0.9, noise_sigma=2.0)
     )
-    for _, est in estimate_offsets([occluded], scene["refs"], scene["matcher"]).per_frame:
+    for _, est in estimate_drift([occluded], scene["refs"], scene["matcher"]).per_frame:
         assert (not est.success and est.reason) or np.all(
             np.abs(angles(est) - (1.0, -0.5, 0.5)) < 4 * sigmas(est)
         ), est
@@ -409,9 +408,9 @@ def test_estimation_is_fast_given_features(scene: dict) -> None:
     rng = np.random.default_rng(13)
     D = drift_matrix(0.5, 0.5, 0.5)
     queries = [render_query(scene, D, pan, -15.0, 1.0, rng) for pan in (10.0, 40.0, 80.0)]
-    estimate_offsets(queries, scene["refs"], scene["matcher"])  # warm-up
+    estimate_drift(queries, scene["refs"], scene["matcher"])  # warm-up
     t0 = time.perf_counter()
-    report = estimate_offsets(queries, scene["refs"], scene["matcher"])
+    report = estimate_drift(queries, scene["refs"], scene["matcher"])
     seconds = time.perf_counter() - t0
     assert report.joint.success
     assert seconds / len(queries) < 0.5, seconds

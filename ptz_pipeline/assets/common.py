@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 
 from geometry.camera import Intrinsics, ZoomModel, load_calibration
-from geometry.offsets import FrameObservation
+from geometry.drift import FrameObservation
 from ptz_pipeline import scans
 from ptz_pipeline.devices import CameraConfig
 from ptz_pipeline.resources.storage import ObjectStorageResource

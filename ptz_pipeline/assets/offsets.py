@@ -4,7 +4,7 @@ import time
 
 import dagster as dg
 
-from geometry.offsets import estimate_offsets
+from geometry.drift import estimate_drift
 from ptz_pipeline import scans
 from ptz_pipeline.assets.common import load_intrinsics, load_reference_observations
 from ptz_pipeline.assets.intrinsics import camera_intrinsics
@@ -15,7 +15,7 @@ from ptz_pipeline.devices import CameraConfig, camera_key
 from ptz_pipeline.grouped import GroupedOutcome, grouped_hourly_asset, keys_by_camera
 from ptz_pipeline.partitions import camera_hour_key, camera_hour_partitions, hour_start
 from ptz_pipeline.resources.camera import DevicesResource
-from ptz_pipeline.resources.features import FeaturesResource
+from ptz_pipeline.resources.estimation import DriftEstimationResource
 from ptz_pipeline.resources.iceberg import IcebergResource
 from ptz_pipeline.resources.slack import SlackResource
 from ptz_pipeline.resources.storage import ObjectStorageResource
@@ -30,13 +30,13 @@ def _camera_rows(
     cam: CameraConfig,
     hours: list[str],
     storage: ObjectStorageResource,
-    features: FeaturesResource,
+    estimation: DriftEstimationResource,
 ) -> list[ResultRow]:
     """One result row per requested hour of one camera; reference features are loaded once."""
     intr, zoom_model = load_intrinsics(storage, cam)
-    refine = features.photometric_refinement
+    refine = estimation.photometric_refinement
     references = load_reference_observations(storage, cam, intr, zoom_model, with_images=refine)
-    matcher = features.matcher()
+    matcher = estimation.matcher()
     rows = []
     for i, hour in enumerate(hours, start=1):
         pk = str(camera_hour_key(cam.key, hour))
@@ -52,9 +52,9 @@ def _camera_rows(
             continue
         t0 = time.perf_counter()
         queries = scans.scan_observations(
-            storage, prefix, manifest, intr, zoom_model, features.extractor(), with_images=refine
+            storage, prefix, manifest, intr, zoom_model, estimation.extractor(), with_images=refine
         )
-        report = estimate_offsets(queries, references, matcher, features.offset_config())
+        report = estimate_drift(queries, references, matcher, estimation.drift_config())
         positions = [{"pan": f.pan, "tilt": f.tilt, "zoom": f.zoom} for f in manifest.frames]
         rows.append(
             ResultRow.from_estimate(
@@ -93,7 +93,7 @@ def orientation_offsets(
     context: dg.AssetExecutionContext,
     storage: ObjectStorageResource,
     devices: DevicesResource,
-    features: FeaturesResource,
+    estimation: DriftEstimationResource,
     iceberg: IcebergResource,
     slack: SlackResource,
 ):
@@ -108,7 +108,7 @@ def orientation_offsets(
     for cam_key, hours in keys_by_camera(context.partition_keys).items():
         cam = cams[cam_key] = fleet.camera(cam_key)
         try:
-            rows += _camera_rows(context, cam, hours, storage, features)
+            rows += _camera_rows(context, cam, hours, storage, estimation)
         except Exception as exc:  # missing calibration etc.: every hour of this camera fails, others go on
             reason = f"{type(exc).__name__}: {exc}"
             context.log.warning(f"{cam_key}: {reason}")

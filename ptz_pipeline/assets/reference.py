@@ -9,7 +9,7 @@ import dagster as dg
 from ptz_pipeline import scans
 from ptz_pipeline.partitions import camera_partitions
 from ptz_pipeline.resources.camera import DevicesResource, PTZCameraResource
-from ptz_pipeline.resources.features import FeaturesResource
+from ptz_pipeline.resources.estimation import DriftEstimationResource
 from ptz_pipeline.resources.storage import ObjectStorageResource
 
 
@@ -64,7 +64,7 @@ def reference_features(
     config: ReferenceFeaturesConfig,
     storage: ObjectStorageResource,
     devices: DevicesResource,
-    features: FeaturesResource,
+    estimation: DriftEstimationResource,
 ) -> dg.MaterializeResult:
     """Features (DISK by default) of every reference frame, under ``reference_scan/features/``."""
     cam = devices.camera(context.partition_key)
@@ -72,7 +72,7 @@ def reference_features(
     manifest = scans.read_manifest(storage, prefix)
     if manifest is None:
         raise dg.Failure(f"{cam.key}: no complete reference scan at {storage.uri(prefix)}")
-    extractor = features.extractor()
+    extractor = estimation.extractor()
     counts = []
     start = time.perf_counter()
     for i, frame in enumerate(manifest.frames, start=1):
@@ -88,7 +88,7 @@ def reference_features(
             "min_keypoints": min(counts),
             "mean_keypoints": float(sum(counts) / len(counts)),
             "seconds_per_frame": (time.perf_counter() - start) / len(counts),
-            "extractor": features.extractor_kind,
+            "extractor": estimation.extractor_kind,
         },
         check_results=[
             dg.AssetCheckResult(

@@ -1,4 +1,5 @@
-"""Feature extraction and matching settings (DISK + mutual-NN by default; SIFT / LightGlue as options)."""
+"""Drift estimation settings: feature extraction and matching (DISK + mutual-NN by default; SIFT / LightGlue
+as options) and the estimator's configuration."""
 
 from __future__ import annotations
 
@@ -6,9 +7,9 @@ from functools import lru_cache
 
 import dagster as dg
 
+from geometry.drift import DriftConfig
 from geometry.features import make_extractor
 from geometry.matching import make_matcher
-from geometry.offsets import OffsetConfig
 
 
 @lru_cache(maxsize=4)
@@ -21,8 +22,9 @@ def _matcher(kind: str, device: str | None):
     return make_matcher(kind, device=device)
 
 
-class FeaturesResource(dg.ConfigurableResource):
-    """Which extractor and matcher the pipeline uses; models are loaded once per process.
+class DriftEstimationResource(dg.ConfigurableResource):
+    """How the pipeline estimates the drift: which extractor and matcher it uses (models are loaded once per
+    process) and the estimator's settings.
 
     ``device`` None picks CUDA when available, else CPU. ``resize_max`` is the longest image side (pixels)
     fed to the extractor; keypoints are always reported in the original image's pixels.
@@ -43,6 +45,6 @@ class FeaturesResource(dg.ConfigurableResource):
     def matcher(self):
         return _matcher(self.matcher_kind, self.device)
 
-    def offset_config(self) -> OffsetConfig:
+    def drift_config(self) -> DriftConfig:
         """The estimator's settings: defaults, with refinement as configured."""
-        return OffsetConfig() if self.photometric_refinement else OffsetConfig(refine=None)
+        return DriftConfig() if self.photometric_refinement else DriftConfig(refine=None)

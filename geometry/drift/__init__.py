@@ -1,0 +1,30 @@
+"""Mount drift (yaw/pitch/roll, degrees) from query frames matched to a reference scan, with uncertainty.
+
+Model (conventions in :mod:`geometry.rotations`): a reference frame r has ``R_WC = R_align · R_BC(pan_r,
+tilt_r)``, a query frame q has ``R_WC = R_align · D · R_BC(pan_q, tilt_q)`` with one drift ``D`` shared by
+every query frame of the hour. For a matched feature with unit bearings ``b_q`` (query camera frame) and
+``b_r`` (reference camera frame) ``b_r = R_BC(r)ᵀ · D · R_BC(q) · b_q``, i.e. in the mount frame
+``m_r = D · m_q`` with ``m = R_BC · b`` — so ``R_align`` drops out and every (query, reference) pair votes for
+``D`` itself. The solver also estimates a keypoint bias: a 2-D shift in pixels common to all keypoints (a
+detector's sub-pixel bias, or a principal-point error of the calibration), a nuisance parameter.
+
+- :mod:`geometry.drift.types`: frames, settings (:class:`DriftConfig`), results.
+- :mod:`geometry.drift.solver`: RANSAC, robust least squares, covariance -> σ on pooled bearing matches.
+- :mod:`geometry.drift.estimate`: the per-hour estimate, :func:`estimate_drift`.
+"""
+
+from geometry.drift.estimate import estimate_drift
+from geometry.drift.solver import kabsch_rotation, reprojection_errors, solve_drift
+from geometry.drift.types import BearingMatches, DriftConfig, DriftEstimate, DriftReport, FrameObservation
+
+__all__ = [
+    "BearingMatches",
+    "DriftConfig",
+    "DriftEstimate",
+    "DriftReport",
+    "FrameObservation",
+    "estimate_drift",
+    "kabsch_rotation",
+    "reprojection_errors",
+    "solve_drift",
+]

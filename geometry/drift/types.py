@@ -1,0 +1,209 @@
+"""Data types of the drift estimation: the frames it reads, its settings, its results and the matched
+bearings the solver works on.
+
+Units: angles in degrees, pixels in the image they belong to (keypoints in the original image; thresholds
+and residuals of the solver in the undistorted reference image). Frames (:mod:`geometry.rotations`): camera
+``C`` (OpenCV: x right, y down, z forward), mount ``B`` (z up), world ``W``; bearings are unit vectors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields, replace
+
+import numpy as np
+
+from geometry.camera import Intrinsics
+from geometry.features import Features
+from geometry.refine import RefineConfig
+
+
+@dataclass(frozen=True)
+class FrameObservation:
+    """One frame: its features (pixels in the original image), PTZ telemetry (pan and tilt in degrees, zoom
+    ONVIF-normalised 0..1) and the intrinsics at that zoom and at the image's size (pixels).
+
+    ``image``: the grey image (H, W) float32 (:func:`geometry.refine.grey`). When a query frame and its
+    reference frames all have one, the matches are refined photometrically (:mod:`geometry.refine`).
+    """
+
+    features: Features
+    pan_deg: float
+    tilt_deg: float
+    zoom: float
+    intrinsics: Intrinsics
+    name: str = ""
+    image: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not (np.isfinite(self.pan_deg) and np.isfinite(self.tilt_deg)):
+            raise ValueError(f"frame {self.name!r}: pan and tilt must be finite")
+        if not 0.0 <= self.zoom <= 1.0:
+            raise ValueError(
+                f"frame {self.name!r}: zoom must lie in 0..1 (ONVIF normalised), got {self.zoom}"
+            )
+        w, h = self.intrinsics.image_size
+        if w <= 0 or h <= 0:
+            raise ValueError(f"frame {self.name!r}: intrinsics need the image size (width, height)")
+        if self.image is not None and (self.image.ndim != 2 or self.image.shape[::-1] != (w, h)):
+            raise ValueError(
+                f"frame {self.name!r}: image must be grey (H, W) = {(h, w)}, got {self.image.shape}"
+            )
+        if tuple(self.features.image_size) != (w, h):
+            raise ValueError(
+                f"frame {self.name!r}: features were extracted on a {tuple(self.features.image_size)} image "
+                f"but the intrinsics are for {(w, h)} (scale them with Intrinsics.scaled)"
+            )
+
+    @property
+    def hfov_deg(self) -> float:
+        """Horizontal field of view (degrees) of the undistorted pinhole model."""
+        return float(np.degrees(2.0 * np.arctan2(self.intrinsics.image_size[0] / 2.0, self.intrinsics.fx)))
+
+
+_LOSSES = ("linear", "huber", "soft_l1", "cauchy", "arctan")
+"""The robust losses of scipy's ``least_squares``."""
+
+
+@dataclass(frozen=True)
+class DriftConfig:
+    """Thresholds and solver settings of :func:`geometry.drift.estimate_drift` (pixels are pixels of the
+    undistorted reference image, angles degrees)."""
+
+    ransac_threshold_px: float = 2.0
+    """Inlier threshold on the reprojection error in the reference image (pixels)."""
+    ransac_max_iterations: int = 2000
+    ransac_confidence: float = 0.9999
+    ransac_batch: int = 64
+    """Minimal samples scored per vectorised batch."""
+    max_reference_frames: int = 1
+    """Reference frames matched per query frame (those its telemetry overlaps most). Measured on an 8 x 2
+    scan (bench/offsets.py): a second one leaves the joint error unchanged and doubles the matching time."""
+    loss: str = "huber"
+    """scipy ``least_squares`` robust loss of the refinement."""
+    loss_scale_px: float = 1.0
+    """Scale of the robust loss (pixels): residuals beyond it are down-weighted."""
+    min_inliers: int = 30
+    min_hull_fraction: float = 0.05
+    """Smallest convex-hull area of the inliers, as a fraction of the query image (summed over frames)."""
+    max_sigma_deg: float = 0.02
+    """Largest standard deviation (degrees) of yaw, pitch or roll that is still reported."""
+    keypoint_bias_sigma_px: float = 0.5
+    """Prior σ (pixels) of the keypoint bias: a 2-D shift common to all keypoints (a detector's bias;
+    OpenCV's SIFT has 0.25 px). It biases the drift where query and reference zooms differ, so it is
+    estimated with the drift and its uncertainty enters σ. It is kept after photometric refinement, where it
+    absorbs a principal-point error of the calibration instead (demo fleet, chessboard K: roll error 0.006 ->
+    0.002°). 0 assumes unbiased keypoints and an exact K."""
+    refine: RefineConfig | None = field(default_factory=RefineConfig)
+    """Photometric refinement of the matches when the frames carry images (None: keypoints as detected)."""
+    refine_max_matches: int = 200
+    """Inliers refined per query frame (an even random subset when there are more; the others are dropped:
+    a few hundred refined matches constrain a frame better than thousands of detected ones)."""
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.ransac_threshold_px <= 0 or self.loss_scale_px <= 0 or self.max_sigma_deg <= 0:
+            raise ValueError("ransac_threshold_px, loss_scale_px and max_sigma_deg must be positive")
+        if self.ransac_max_iterations < 1 or self.ransac_batch < 1 or self.max_reference_frames < 1:
+            raise ValueError("ransac_max_iterations, ransac_batch and max_reference_frames must be >= 1")
+        if self.loss not in _LOSSES:
+            raise ValueError(f"loss must be one of {_LOSSES}, got {self.loss!r}")
+        if not 0.0 < self.ransac_confidence < 1.0:
+            raise ValueError("ransac_confidence must lie strictly between 0 and 1")
+        if self.refine_max_matches < self.min_inliers:
+            raise ValueError("refine_max_matches must be at least min_inliers")
+        if self.min_inliers < 3 or self.min_hull_fraction < 0 or self.keypoint_bias_sigma_px < 0:
+            raise ValueError("min_inliers must be >= 3, min_hull_fraction and keypoint_bias_sigma_px >= 0")
+
+
+@dataclass(frozen=True)
+class DriftEstimate:
+    """Mount drift ``D = Rz(-yaw) Rx(pitch) Ry(roll)`` (angles in degrees; the true ``R_WB = R_align · D``,
+    so a query frame has ``R_WC = R_align · D · R_BC(pan, tilt)``) with 1-σ uncertainties (degrees).
+
+    ``inliers`` and ``n_matches`` count matches (keypoint pairs), ``n_query_frames`` the query frames used.
+    On failure ``success`` is False, ``reason`` says why and the angles, σ and ``D`` are NaN.
+    """
+
+    yaw_deg: float
+    pitch_deg: float
+    roll_deg: float
+    sigma_yaw_deg: float
+    sigma_pitch_deg: float
+    sigma_roll_deg: float
+    inliers: int
+    n_matches: int
+    n_query_frames: int
+    success: bool
+    reason: str = ""
+    D: np.ndarray = field(default_factory=lambda: np.full((3, 3), np.nan))
+
+    @classmethod
+    def failure(cls, reason: str, n_matches: int, n_query_frames: int, inliers: int = 0) -> DriftEstimate:
+        nan = float("nan")
+        return cls(nan, nan, nan, nan, nan, nan, inliers, n_matches, n_query_frames, False, reason)
+
+
+@dataclass(frozen=True)
+class DriftReport:
+    """The drift of one camera-hour: one estimate per query frame (that frame alone, keyed by its name) and
+    the joint estimate of the single drift shared by all of them."""
+
+    per_frame: list[tuple[str, DriftEstimate]]
+    joint: DriftEstimate
+
+
+@dataclass(frozen=True)
+class BearingMatches:
+    """Matched bearings pooled over (query, reference) frame pairs: N matches from Q query frames.
+
+    ``m_query`` (N, 3): unit query bearings in the mount frame at the query's telemetry, ``R_BC(q) · b_q``.
+    ``query_bias_dirs`` (N, 3, 2): change of ``m_query`` (up to its length, which projection ignores) per
+    pixel of keypoint bias in the query image, ``R_BC(q)[:, :2] · K_q[:2, :2]⁻¹ / ‖(x, y, 1)‖``.
+    ``b_reference`` (N, 3): unit reference bearings in the reference camera frame (undistorted).
+    ``R_CB_reference`` (N, 3, 3): ``R_BC(r)ᵀ`` of each match's reference frame.
+    ``focal_reference`` (N, 2, 2): the reference frame's ``K[:2, :2]`` (pixels) for reprojection errors.
+    ``query_index`` (N,), ``query_pixels`` (N, 2): which query frame and where in it (pixels).
+    ``reference_index`` (N,): which reference frame (index into the references).
+    ``keypoint_ids`` (N, 2): ids of the query and of the reference keypoint, unique over all frames.
+    ``query_image_sizes``: (width, height) in pixels of each of the Q query frames.
+    """
+
+    m_query: np.ndarray
+    query_bias_dirs: np.ndarray
+    b_reference: np.ndarray
+    R_CB_reference: np.ndarray
+    focal_reference: np.ndarray
+    query_index: np.ndarray
+    query_pixels: np.ndarray
+    reference_index: np.ndarray
+    keypoint_ids: np.ndarray
+    query_image_sizes: tuple[tuple[int, int], ...]
+
+    def __len__(self) -> int:
+        return len(self.m_query)
+
+    @property
+    def m_reference(self) -> np.ndarray:
+        """Unit reference bearings in the mount frame (N, 3)."""
+        return np.einsum("nji,nj->ni", self.R_CB_reference, self.b_reference)
+
+    def first_per_keypoint(self, column: int) -> BearingMatches:
+        """The first match of every query (``column`` 0) or reference (1) keypoint: a keypoint in several
+        matches would make correlated residuals, which the covariance assumes independent."""
+        return self.subset(np.sort(np.unique(self.keypoint_ids[:, column], return_index=True)[1]))
+
+    def subset(self, mask: np.ndarray) -> BearingMatches:
+        """The matches selected by a boolean mask or index array (same query frames)."""
+        return replace(self, **{name: getattr(self, name)[mask] for name in _ARRAY_FIELDS})
+
+    @classmethod
+    def concatenate(cls, parts: Sequence[BearingMatches]) -> BearingMatches:
+        """Pool the matches of several frame pairs (of the same query frames)."""
+        if not parts:
+            raise ValueError("concatenate needs at least one BearingMatches")
+        arrays = {name: np.concatenate([getattr(p, name) for p in parts]) for name in _ARRAY_FIELDS}
+        return cls(**arrays, query_image_sizes=parts[0].query_image_sizes)
+
+
+_ARRAY_FIELDS = tuple(f.name for f in fields(BearingMatches) if f.name != "query_image_sizes")
