@@ -1,0 +1,1 @@
+"""Building blocks of the ONVIF camera backend: position spaces, telemetry, RTSP frames, port-forward."""
