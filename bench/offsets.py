@@ -41,7 +41,7 @@ import cv2
 import numpy as np
 import torch
 
-from bench.report import markdown_table, shared_data, write_section
+from bench.report import markdown_table, write_section
 from geometry.camera import Intrinsics, ZoomModel
 from geometry.drift import DriftConfig, DriftReport, FrameObservation, estimate_drift
 from geometry.features import DiskExtractor, Features, SiftExtractor
@@ -49,6 +49,8 @@ from geometry.matching import make_matcher, optical_axis_angles_deg
 from geometry.refine import grey
 from geometry.render import Nuisances, Panorama, render_view
 from geometry.rotations import R_BC, Rx, Ry, Rz, drift_angles, drift_matrix, mean_rotation, project_to_so3
+from ptz_pipeline.datasets import PANORAMA
+from ptz_pipeline.settings import model_dir
 
 SIZE = (1280, 720)
 HFOV_DEG = 60.0
@@ -290,7 +292,7 @@ class Baseline:
 
 
 def make_scene(rng: np.random.Generator) -> Scene:
-    pano = Panorama.load(shared_data() / "panorama" / "examplepano.jpg")
+    pano = Panorama.load(PANORAMA)
     base = Intrinsics.from_fov(HFOV_DEG, *SIZE)
     zoom = ZoomModel((0.0, 1.0), (base.fx, 4.0 * base.fx))  # linear: zoom 0.2 is focal x1.6
     images = [
@@ -429,7 +431,7 @@ def main() -> None:
     rng = np.random.default_rng(args.seed)
     scene = make_scene(rng)
     rss = {"scene": peak_rss_mib()}
-    disk = Ours(DiskExtractor(resize_max=args.disk_resize, device="cpu"))
+    disk = Ours(DiskExtractor(model_dir(), resize_max=args.disk_resize, device="cpu"))
     methods: dict[str, Ours | Baseline] = {
         f"(a) ours, DISK (resize_max {args.disk_resize})": disk,
         "(b) ours, SIFT": Ours(SiftExtractor()),
@@ -464,7 +466,7 @@ def main() -> None:
     )
     for resize in (512, 768, None):  # None: the full 1280x720 image
         if resize != args.disk_resize:
-            extractor = DiskExtractor(resize_max=resize, device="cpu")
+            extractor = DiskExtractor(model_dir(), resize_max=resize, device="cpu")
             curve.update(run_methods(scene, {f"DISK resize_max {resize}": Ours(extractor)}, curve_sets, log))
     rss["curve"] = peak_rss_mib()
 

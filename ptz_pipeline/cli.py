@@ -80,10 +80,11 @@ def cmd_offsets(args: argparse.Namespace) -> int:
     from geometry.matching import make_matcher
     from ptz_pipeline import scans
     from ptz_pipeline.resources.storage import ObjectStorageResource
+    from ptz_pipeline.settings import model_dir
 
     intr, _ = load_calibration(args.intrinsics)
     zoom_model = _zoom_model(args.zoom_model, intr)
-    extractor = make_extractor(args.features, resize_max=args.resize_max)
+    extractor = make_extractor(args.features, model_dir(), resize_max=args.resize_max)
     scans_found = []
     for folder in (args.reference, args.queries):  # check both folders before the slow extraction
         path = Path(folder).resolve()
@@ -98,7 +99,7 @@ def cmd_offsets(args: argparse.Namespace) -> int:
         for storage, name, manifest in scans_found
     )
     config = DriftConfig() if args.refine else DriftConfig(refine=None)
-    report = estimate_drift(queries, references, make_matcher(args.matcher), config)
+    report = estimate_drift(queries, references, make_matcher(args.matcher, model_dir()), config)
     rows = [report_row(name, e) for name, e in report.per_frame] + [report_row("ALL", report.joint)]
     df = pd.DataFrame(rows, columns=REPORT_COLUMNS)
     out = Path(args.out)

@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import dagster as dg
 
-    from ptz_pipeline.definitions import build_definitions, default_resources
+    from ptz_pipeline.definitions import build_definitions
     from ptz_pipeline.devices import load_devices
     from ptz_pipeline.partitions import (
         camera_hour_range_tags,
@@ -126,9 +126,10 @@ def main(argv: list[str] | None = None) -> int:
         camera_partitions,
         recent_hours,
     )
+    from ptz_pipeline.settings import local_resources
 
     t_start = time.perf_counter()
-    resources = default_resources()
+    resources = local_resources()
     defs = build_definitions(resources)
     instance = dg.DagsterInstance.get()
     fleet = load_devices(args.devices)

@@ -16,7 +16,8 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from geometry.features import MODEL_FILES, WEIGHTS_WHEEL, default_model_dir
+from geometry.features import MODEL_FILES, WEIGHTS_WHEEL
+from ptz_pipeline.settings import model_dir as default_model_dir
 
 
 def sha256_of(path: Path) -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,6 +23,7 @@ from geometry.matching import make_matcher
 from geometry.refine import grey
 from geometry.render import Nuisances, Panorama, render_view
 from geometry.rotations import R_BC, Rx, Rz, drift_angles, drift_matrix, rotation_angle_deg, rotvec_to_matrix
+from ptz_pipeline.datasets import PANORAMA
 
 R_ALIGN = Rz(0.4) @ Rx(0.03)
 """An arbitrary mount alignment: the drift must not depend on it."""
@@ -243,9 +243,9 @@ REF_STOPS = [(pan, tilt) for tilt in (-10.0, -25.0) for pan in (0.0, 45.0, 90.0)
 
 
 @pytest.fixture(scope="module")
-def scene(shared_data: Path) -> dict:
+def scene() -> dict:
     torch.set_num_threads(2)
-    pano = Panorama.load(shared_data / "panorama" / "examplepano.jpg")
+    pano = Panorama.load(PANORAMA)
     base = Intrinsics.from_fov(HFOV, *SIZE)
     sift = SiftExtractor(max_keypoints=2048)
     rng = np.random.default_rng(10)

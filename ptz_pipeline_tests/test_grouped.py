@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import dagster as dg
 
-from ptz_pipeline.definitions import build_definitions, default_resources
+from ptz_pipeline.definitions import build_definitions
 from ptz_pipeline.grouped import SITE_TAG, keys_by_camera, requested_keys, site_requests
 from ptz_pipeline.partitions import camera_partitions
+from ptz_pipeline.settings import local_resources
 
 
 def test_site_requests_cover_exactly_the_given_keys_one_run_per_site(tmp_path) -> None:
     """Non-contiguous keys of two sites: each request holds its site's keys and nothing in between."""
-    defs = build_definitions(default_resources(str(tmp_path / "data")))
+    defs = build_definitions(local_resources(str(tmp_path / "data")))
     keys = ["a__c1|2026-11-23-01:00", "a__c3|2026-11-23-01:00", "b__c2|2026-11-23-02:00"]
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(camera_partitions.name, ["a__c1", "a__c2", "a__c3", "b__c2"])

@@ -4,7 +4,6 @@ descriptors with a known correspondence, LightGlue weight loading, and reference
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,14 +17,15 @@ from geometry.matching import (
     mutual_nn_ratio,
     select_reference_frames,
 )
+from ptz_pipeline.settings import model_dir
 from ptz_pipeline_tests.test_features import rendered_pair, transfer_errors
 
 
 @pytest.fixture(scope="module")
-def pair_features(shared_data: Path) -> dict[str, tuple[Features, Features, np.ndarray]]:
-    image_a, image_b, H_ab, _ = rendered_pair(shared_data)
+def pair_features() -> dict[str, tuple[Features, Features, np.ndarray]]:
+    image_a, image_b, H_ab, _ = rendered_pair()
     try:
-        disk = DiskExtractor(max_keypoints=1024, resize_max=640, device="cpu")
+        disk = DiskExtractor(model_dir(), max_keypoints=1024, resize_max=640, device="cpu")
     except FileNotFoundError as exc:
         pytest.fail(str(exc))
     sift = SiftExtractor(max_keypoints=2048)
@@ -37,7 +37,7 @@ def pair_features(shared_data: Path) -> dict[str, tuple[Features, Features, np.n
 
 @pytest.fixture(scope="module")
 def lightglue() -> LightGlueMatcher:
-    return LightGlueMatcher(device="cpu")
+    return LightGlueMatcher(model_dir(), device="cpu")
 
 
 @pytest.mark.parametrize(
@@ -73,7 +73,7 @@ def test_lightglue_rejects_what_its_weights_cannot_match(pair_features, lightglu
 
 
 def test_lightglue_loads_every_weight_of_the_checkpoint(lightglue) -> None:
-    state = torch.load(model_path(LIGHTGLUE_DISK_WEIGHTS), map_location="cpu", weights_only=True)
+    state = torch.load(model_path(LIGHTGLUE_DISK_WEIGHTS, model_dir()), map_location="cpu", weights_only=True)
     model = lightglue.model
     assert torch.equal(model.transformers[3].self_attn.Wqkv.weight, state["self_attn.3.Wqkv.weight"])
     assert torch.equal(model.transformers[8].cross_attn.to_out.weight, state["cross_attn.8.to_out.weight"])

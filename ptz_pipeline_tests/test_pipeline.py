@@ -15,12 +15,13 @@ import yaml
 
 from geometry.rotations import rotation_angle_deg
 from ptz_pipeline.assets.common import load_intrinsics
-from ptz_pipeline.definitions import build_definitions, default_resources
+from ptz_pipeline.definitions import build_definitions
 from ptz_pipeline.demo import calibrate_simulated
 from ptz_pipeline.devices import load_devices
 from ptz_pipeline.partitions import camera_hour_range_tags, camera_partitions, hour_start, recent_hours
 from ptz_pipeline.resources.slack import SlackResource
 from ptz_pipeline.scans import query_prefix, r_align_key, read_manifest
+from ptz_pipeline.settings import local_resources
 from ptz_pipeline.sim.truth import true_drift
 
 pytest_plugins = ["ptz_pipeline_tests.servers"]
@@ -63,7 +64,7 @@ class Pipeline:
         self, tmp: Path, devices: Path, slack: SlackResource, instance: dg.DagsterInstance | None = None
     ) -> None:
         self.tmp, self.slack = tmp, slack
-        self.resources = {**default_resources(str(tmp / "data"), str(devices)), "slack": slack}
+        self.resources = {**local_resources(str(tmp / "data"), str(devices)), "slack": slack}
         self.defs = build_definitions(self.resources)
         self.instance = instance or dg.DagsterInstance.ephemeral(tempdir=str(tmp / "home"))
         self.fleet = load_devices(devices)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -12,15 +10,16 @@ from geometry.features import SiftExtractor
 from geometry.refine import RefineConfig, grey, refine_matches
 from geometry.render import Nuisances, Panorama, render_view
 from geometry.rotations import R_BC, Rz, drift_matrix
+from ptz_pipeline.datasets import PANORAMA
 
 SIZE = (640, 360)
 
 
 @pytest.fixture(scope="module")
-def pair(shared_data: Path) -> dict:
+def pair() -> dict:
     """A reference frame and a query frame zoomed in x1.5 with a 2° roll and a small pan, both with typical
     nuisances (blur, noise, JPEG, white balance, occluders), and the true query -> reference pixel map."""
-    pano = Panorama.load(shared_data / "panorama" / "examplepano.jpg")
+    pano = Panorama.load(PANORAMA)
     rng = np.random.default_rng(4)
     base = Intrinsics.from_fov(60.0, *SIZE)
     zoomed = base.with_focal(1.5 * base.fx)

@@ -8,10 +8,11 @@ import pytest
 import yaml
 
 from ptz_pipeline import grouped, sensors
-from ptz_pipeline.definitions import build_definitions, default_resources
+from ptz_pipeline.definitions import build_definitions
 from ptz_pipeline.partitions import camera_hour_range_tags, camera_partitions, hour_key, recent_hours
 from ptz_pipeline.resources.slack import SlackResource
 from ptz_pipeline.schedules import daily_report_schedule
+from ptz_pipeline.settings import local_resources
 
 pytest_plugins = ["ptz_pipeline_tests.servers"]
 pytestmark = pytest.mark.integration
@@ -50,7 +51,7 @@ def env(tmp_path: Path, slack_server):
     devices = tmp_path / "devices.yaml"
     devices.write_text(yaml.safe_dump([{"name": site, "cameras": cams} for site, cams in FLEET.items()]))
     slack = SlackResource(access_token=slack_server.token, base_url=slack_server.base_url)
-    resources = {**default_resources(str(tmp_path / "data"), str(devices)), "slack": slack}
+    resources = {**local_resources(str(tmp_path / "data"), str(devices)), "slack": slack}
     defs = build_definitions(resources)
     (tmp_path / "home").mkdir()
     with dg.instance_for_test(temp_dir=str(tmp_path / "home")) as instance:

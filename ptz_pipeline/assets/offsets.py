@@ -54,7 +54,8 @@ def _camera_rows(
         queries = scans.scan_observations(
             storage, prefix, manifest, intr, zoom_model, estimation.extractor(), with_images=refine
         )
-        report = estimate_drift(queries, references, matcher, estimation.drift_config())
+        with estimation.blas_limit():
+            report = estimate_drift(queries, references, matcher, estimation.drift_config())
         positions = [{"pan": f.pan, "tilt": f.tilt, "zoom": f.zoom} for f in manifest.frames]
         rows.append(
             ResultRow.from_estimate(
