@@ -100,5 +100,6 @@ def backend_class(kind: str) -> type:
 
 
 def open_camera(camera: CameraConfig) -> PTZCamera:
-    """Open the camera behind a devices.yaml entry with the backend its ``backend.kind`` names."""
-    return backend_class(camera.backend.kind)(camera)
+    """Open the camera behind a devices.yaml entry with the backend its ``backend.kind`` names (devices.yaml
+    or the PTZ_SECRETS file)."""
+    return backend_class(camera.connection().kind)(camera)

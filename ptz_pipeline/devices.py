@@ -16,6 +16,7 @@ Secrets never live in the file: ONVIF credentials are given as environment varia
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Iterator
@@ -222,29 +223,65 @@ class SimulatedBackend(_Model):
         return drift_angles(self.R_WB(t_reference).T @ self.R_WB(t_query))
 
 
+MqttField = Literal["pan", "tilt", "zoom", "timestamp", "move_status"]
+
+
 class OnvifBackend(_Model):
-    """A real camera: ONVIF (SOAP/HTTP) control, RTSP video, MQTT telemetry; credentials from env vars."""
+    """A real camera: ONVIF PTZ control, RTSP frames, ONVIF or MQTT telemetry.
+
+    Credentials come from the environment variables NAMED by ``username_env`` / ``password_env`` (or from
+    the PTZ_SECRETS file for a camera described there), never from this file. Positions: a camera reporting
+    degree spaces is used as is; one in ONVIF's generic space (pan/tilt -1..1) is mapped through
+    ``pan_range_deg`` / ``tilt_range_deg`` = (degrees at -1, degrees at +1).
+    """
 
     kind: Literal["onvif"]
     host: str = Field(min_length=1)
     port: int = Field(80, ge=1, le=65535)
-    username_env: str
-    password_env: str
-    rtsp_url: str
+    username_env: str | None = None
+    password_env: str | None = None
+    profile_token: str | None = None
+    """Media profile; None: the first profile with a PTZ configuration."""
+    rtsp_url: str | None = None
+    """None: the profile's GetStreamUri."""
+    snapshot_fallback: bool = True
+    """Take the ONVIF snapshot when the RTSP stream fails (after one reconnect)."""
+    telemetry: Literal["onvif", "mqtt"] = "onvif"
+    poll_interval_s: float = Field(0.5, gt=0.0)
+    """``telemetry: onvif``: seconds between GetStatus calls."""
     mqtt_host: str | None = None
     mqtt_port: int = Field(1883, ge=1, le=65535)
     mqtt_topic: str | None = None
+    """None: ``ptz/<deployment>__<camera>/telemetry``."""
+    mqtt_fields: dict[MqttField, str] = Field(default_factory=dict)
+    """Payload field names where they differ from pan / tilt / zoom / timestamp (dotted for nested)."""
+    pan_range_deg: tuple[float, float] = (-180.0, 180.0)
+    tilt_range_deg: tuple[float, float] = (-90.0, 90.0)
+    arrival_tolerance_deg: float = Field(0.2, gt=0.0)
+    """A move has arrived when the reported pan/tilt are this close to the target (degrees)."""
+    still_tolerance_deg: float = Field(0.02, gt=0.0)
+    """Positions within this (degrees) count as unchanged for stillness."""
+    settle_s: float = Field(1.0, ge=0.0)
+    """Seconds still after arrival before a frame is taken (the image must be exposed after settling)."""
+    stream_latency_s: float = Field(2.0, ge=0.0)
+    """Worst-case delay of the RTSP stream: a frame arriving this long after settling was exposed after it."""
+    move_timeout_s: float = Field(30.0, gt=0.0)
+    connect_timeout_s: float = Field(10.0, gt=0.0)
+
+    _credentials: tuple[str, str] | None = PrivateAttr(default=None)
 
     @field_validator("username_env", "password_env")
     @classmethod
-    def _check_env_name(cls, value: str) -> str:
-        if not _ENV_NAME_PATTERN.fullmatch(value):
+    def _check_env_name(cls, value: str | None) -> str | None:
+        if value is not None and not _ENV_NAME_PATTERN.fullmatch(value):
             raise ValueError(f"must be the NAME of an environment variable holding the secret, got {value!r}")
         return value
 
     @field_validator("rtsp_url")
     @classmethod
-    def _check_rtsp_url(cls, value: str) -> str:
+    def _check_rtsp_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
         parts = urlsplit(value)
         if parts.scheme not in ("rtsp", "rtsps") or not parts.hostname:
             raise ValueError(f"must be an rtsp:// URL, got {value!r}")
@@ -252,17 +289,75 @@ class OnvifBackend(_Model):
             raise ValueError("must not contain credentials; they come from username_env / password_env")
         return value
 
+    @model_validator(mode="after")
+    def _check_telemetry(self) -> OnvifBackend:
+        if self.telemetry == "mqtt" and not self.mqtt_host:
+            raise ValueError("telemetry: mqtt needs mqtt_host (and mqtt_port, mqtt_topic unless defaults)")
+        return self
+
     def credentials(self) -> tuple[str, str]:
-        """(username, password) read from the environment variables named in the file."""
-        missing = [name for name in (self.username_env, self.password_env) if not os.environ.get(name)]
+        """(username, password): from the secrets file, else the environment variables named here."""
+        if self._credentials is not None:
+            return self._credentials
+        names = [n for n in (self.username_env, self.password_env) if n]
+        if len(names) < 2:
+            raise DevicesConfigError(
+                f"ONVIF camera at {self.host}: no credentials (set username_env and password_env, or "
+                "describe the camera in the PTZ_SECRETS file)"
+            )
+        missing = [name for name in names if not os.environ.get(name)]
         if missing:
             raise DevicesConfigError(
                 f"ONVIF camera at {self.host}: environment variable(s) {', '.join(missing)} not set"
             )
-        return os.environ[self.username_env], os.environ[self.password_env]
+        return os.environ[names[0]], os.environ[names[1]]
 
 
 Backend = Annotated[SimulatedBackend | OnvifBackend, Field(discriminator="kind")]
+
+
+class ClusterAccess(_Model):
+    """The seed's kubectl access to a deployment's cameras: ``kubectl --context C -n N port-forward TARGET
+    LOCAL:REMOTE ...`` runs while a camera of the deployment is used (its backend then names 127.0.0.1 and
+    the local ports)."""
+
+    context: str | None = None
+    namespace: str = "default"
+    target: str | None = None
+    """``service/<name>`` or ``pod/<name>``; None: only the context is named (no port-forward)."""
+    ports: list[tuple[int, int]] = Field(default_factory=list)
+    """(local port, remote port) pairs: ONVIF, RTSP, MQTT."""
+
+
+SECRETS_ENV = "PTZ_SECRETS"
+
+
+def secret_backend(camera: CameraConfig) -> OnvifBackend:
+    """The backend of ``camera`` from the JSON file named by PTZ_SECRETS: ``{"<deployment>/<camera>":
+    {"username": ..., "password": ..., <backend fields>}}``. DevicesConfigError naming what is missing."""
+    path = os.environ.get(SECRETS_ENV)
+    entry_name = f"{camera.deployment}/{camera.name}"
+    if not path:
+        raise DevicesConfigError(
+            f"{camera.key}: no backend in devices.yaml and {SECRETS_ENV} is not set (a secrets.json with an "
+            f"entry {entry_name!r} gives the connection details)"
+        )
+    try:
+        entries = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise DevicesConfigError(f"{path}: cannot read the secrets file: {exc}") from None
+    entry = entries.get(entry_name) if isinstance(entries, dict) else None
+    if not isinstance(entry, dict):
+        raise DevicesConfigError(f"{path}: no entry {entry_name!r} for camera {camera.key}")
+    fields = {k: v for k, v in entry.items() if k not in ("username", "password")}
+    try:
+        backend = OnvifBackend.model_validate({"kind": "onvif", **fields})
+    except ValidationError as exc:
+        problems = "; ".join(f"{_field_path(e['loc'])}: {_error_message(e)}" for e in exc.errors())
+        raise DevicesConfigError(f"{path}: {entry_name}: {problems}") from None
+    if "username" in entry and "password" in entry:
+        backend._credentials = (str(entry["username"]), str(entry["password"]))
+    return backend
 _BACKEND_KINDS = frozenset({"simulated", "onvif"})
 
 
@@ -270,9 +365,10 @@ class CameraConfig(_Model):
     """One PTZ camera. ``deployment`` and ``key`` are set when its deployment is validated."""
 
     name: str
-    mode: Literal["active", "passive"] = "active"
+    mode: Literal["active", "passive"] = "passive"
+    """passive (the seed's default): one frame once the camera is still; active: visit the query stops."""
     ptz_stops: list[PTZStop] = Field(default_factory=list)
-    """Active-mode query stops: (pan deg, tilt deg, zoom 0..1)."""
+    """Active-mode query stops (pan deg, tilt deg, zoom 0..1); empty: the reference grid's stops."""
     stabilize_time: float = Field(30.0, gt=0.0)
     """Passive mode: seconds the camera must be still before a frame is taken."""
     timeout: float = Field(3300.0, gt=0.0)
@@ -282,9 +378,11 @@ class CameraConfig(_Model):
     reference: ReferenceGrid = Field(default_factory=ReferenceGrid)
     zoom_focal_ratio: list[tuple[float, float]] = Field(default_factory=lambda: [(0.0, 1.0)])
     """(zoom 0..1, focal length / calibrated focal length) samples: the zoom -> focal table."""
-    backend: Backend
+    backend: Backend | None = None
+    """None: the camera's connection details come from the PTZ_SECRETS file (the seed's minimal file)."""
 
     _deployment: str = PrivateAttr(default="")
+    _cluster: ClusterAccess | None = PrivateAttr(default=None)
 
     @field_validator("name")
     @classmethod
@@ -299,8 +397,6 @@ class CameraConfig(_Model):
 
     @model_validator(mode="after")
     def _check_mode(self) -> CameraConfig:
-        if self.mode == "active" and not self.ptz_stops:
-            raise ValueError("active mode needs at least one entry in ptz_stops ([pan, tilt, zoom])")
         if self.mode == "passive" and self.timeout < self.stabilize_time:
             raise ValueError(
                 f"timeout ({self.timeout} s) must be at least stabilize_time ({self.stabilize_time} s)"
@@ -317,13 +413,34 @@ class CameraConfig(_Model):
         """Camera partition key ``<deployment>__<camera>``."""
         return camera_key(self._deployment, self.name)
 
+    @property
+    def cluster(self) -> ClusterAccess | None:
+        """How the deployment's cameras are reached (kubectl port-forward), None when directly."""
+        return self._cluster
+
+    @property
+    def query_stops(self) -> list[tuple[float, float, float]]:
+        """Active-mode stops: ``ptz_stops``, else the reference grid's stops (no parallax between them)."""
+        return [tuple(stop) for stop in self.ptz_stops] or self.reference.stops()
+
+    def connection(self) -> Backend:
+        """The backend: from devices.yaml, else from the PTZ_SECRETS file; DevicesConfigError naming what is
+        missing when neither describes the camera (raised when the camera is used, not when loading)."""
+        return self.backend or secret_backend(self)
+
 
 class Deployment(_Model):
-    """A site: a group of cameras, optionally reached through a kubectl context (``cluster``)."""
+    """A site: a group of cameras, optionally reached through a Kubernetes cluster (``cluster``)."""
 
     name: str
-    cluster: str | None = None
+    cluster: ClusterAccess | None = None
     cameras: list[CameraConfig] = Field(min_length=1)
+
+    @field_validator("cluster", mode="before")
+    @classmethod
+    def _context_only(cls, value: object) -> object:
+        """The seed's form ``cluster: <kubectl context>`` names the context alone."""
+        return {"context": value} if isinstance(value, str) else value
 
     @field_validator("name")
     @classmethod
@@ -334,6 +451,7 @@ class Deployment(_Model):
     def _attach_cameras(self) -> Deployment:
         for camera in self.cameras:
             camera._deployment = self.name
+            camera._cluster = self.cluster
         return self
 
 

@@ -26,6 +26,7 @@ from ptz_pipeline.resources.storage import ObjectStorageResource
 VARIABLES: dict[str, str] = {
     "PTZ_DEPLOYMENT": "`local` (default) or `production`: the resource set",
     "PTZ_DEVICES": "fleet file (default `devices.yaml`; validated, errors name the field)",
+    "PTZ_SECRETS": "JSON file of camera connection details and credentials per `deployment/camera`; secret",
     "PTZ_DATA_DIR": "local storage and SQLite Iceberg catalog (default `.ptz_data`)",
     "PTZ_STORAGE_URL": "a folder or `s3://bucket/prefix` (`$PTZ_DATA_DIR/storage`; production: required)",
     "PTZ_MODEL_DIR": "DISK / LightGlue weights (default `.model_cache` in the repository)",

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
 from ptz_pipeline.devices import (
+    ClusterAccess,
     DevicesConfigError,
     OnvifBackend,
     SimulatedBackend,
@@ -81,7 +83,7 @@ def test_valid_file_loads_with_keys_and_defaults(tmp_path: Path) -> None:
     onvif = fleet.camera("site-b.north__onvifcam-1").backend
     assert isinstance(onvif, OnvifBackend)
     assert (onvif.port, onvif.mqtt_port) == (80, 1883)
-    assert fleet.deployments[0].cluster == "kube-a"
+    assert fleet.deployments[0].cluster == ClusterAccess(context="kube-a")
     assert fleet.deployments[1].cluster is None
     assert load_devices(VALID) == fleet  # text and file give the same fleet
     with pytest.raises(KeyError, match="no camera 'site-a__cam-9'"):
@@ -193,10 +195,6 @@ def replace(old: str, new: str) -> str:
         ),
         (replace("mode: active", "mode: sometimes"), "devices.yaml: [0].cameras[0].mode: Input should be"),
         (
-            replace("      ptz_stops: [[0, -10, 0.0], [40, -15, 0.5]]\n", ""),
-            "devices.yaml: [0].cameras[0]: active mode needs at least one entry in ptz_stops",
-        ),
-        (
             replace("timeout: 600", "timeout: 10"),
             "devices.yaml: [0].cameras[1]: timeout (10.0 s) must be at least stabilize_time (20.0 s)",
         ),
@@ -282,3 +280,61 @@ def test_split_rejects_ambiguous_or_invalid_keys(key: str) -> None:
 def test_camera_key_rejects_names_that_would_not_split_back(deployment: str, camera: str) -> None:
     with pytest.raises(ValueError, match="name"):
         camera_key(deployment, camera)
+
+
+SEED_MINIMAL = """
+- name: gan-shomron-dell
+  cameras:
+    - name: onvifcam-1
+"""
+
+
+def test_the_seeds_minimal_file_loads_and_fails_on_use_naming_what_is_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Deployments and camera names only: loads (passive mode, the seed's default); the connection details
+    come from PTZ_SECRETS when the camera is used, and a camera with none fails naming what to provide."""
+    cam = load_devices(SEED_MINIMAL).camera("gan-shomron-dell__onvifcam-1")
+    assert cam.mode == "passive" and cam.backend is None
+    monkeypatch.delenv("PTZ_SECRETS", raising=False)
+    with pytest.raises(DevicesConfigError, match="PTZ_SECRETS is not set .*'gan-shomron-dell/onvifcam-1'"):
+        cam.connection()
+    secrets = tmp_path / "secrets.json"
+    secrets.write_text(json.dumps({"gan-shomron-dell/other": {"host": "10.0.0.9"}}))
+    monkeypatch.setenv("PTZ_SECRETS", str(secrets))
+    with pytest.raises(DevicesConfigError, match="no entry 'gan-shomron-dell/onvifcam-1'"):
+        cam.connection()
+    entry = {
+        "host": "10.0.0.5",
+        "port": 8080,
+        "username": "admin",
+        "password": "s3cret",
+        "telemetry": "onvif",
+    }
+    secrets.write_text(json.dumps({"gan-shomron-dell/onvifcam-1": entry}))
+    backend = cam.connection()
+    assert isinstance(backend, OnvifBackend) and (backend.host, backend.port) == ("10.0.0.5", 8080)
+    assert backend.credentials() == ("admin", "s3cret")
+    assert "s3cret" not in repr(backend)
+    secrets.write_text(json.dumps({"gan-shomron-dell/onvifcam-1": {"host": "10.0.0.5", "port": "eighty"}}))
+    with pytest.raises(DevicesConfigError, match="gan-shomron-dell/onvifcam-1: port: Input should be"):
+        cam.connection()
+
+
+def test_cluster_access_and_active_stops_default_to_the_reference_grid() -> None:
+    text = """
+- name: site
+  cluster: {context: prod, namespace: cams, target: service/onvif-1, ports: [[18080, 80], [18554, 554]]}
+  cameras:
+    - name: cam
+      mode: active
+      reference: {horizontal_stops: 3, vertical_stops: 1, pan_max: 90, tilt_min: -10, tilt_max: -10}
+      backend: {kind: onvif, host: 127.0.0.1, port: 18080, telemetry: mqtt, mqtt_host: 127.0.0.1}
+"""
+    cam = load_devices(text).camera("site__cam")
+    assert cam.cluster == ClusterAccess(
+        context="prod", namespace="cams", target="service/onvif-1", ports=[(18080, 80), (18554, 554)]
+    )
+    assert cam.query_stops == [(0.0, -10.0, 0.0), (45.0, -10.0, 0.0), (90.0, -10.0, 0.0)]
+    with pytest.raises(DevicesConfigError, match="telemetry: mqtt needs mqtt_host"):
+        load_devices(text.replace(", mqtt_host: 127.0.0.1", ""))

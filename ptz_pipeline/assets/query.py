@@ -31,7 +31,7 @@ def capture_query(ptz: PTZCamera, cam: CameraConfig, at: datetime, hour_end: dat
     ``timeout`` s and never past ``hour_end`` (a real camera's hour)."""
     if cam.mode == "active":
         shots = []
-        for i, (pan, tilt, zoom) in enumerate(cam.ptz_stops):
+        for i, (pan, tilt, zoom) in enumerate(cam.query_stops):
             ptz.move_to(pan, tilt, zoom)
             shots.append(ptz.grab(at + timedelta(seconds=10 * i)))
     else:
