@@ -1,4 +1,4 @@
-"""What users read: query_calibration_results over Iceberg; the same question as Athena SQL (moto's server)."""
+"""What users read: query_calibration_results over Iceberg; the same question as Athena SQL (moto)."""
 
 from __future__ import annotations
 
