@@ -124,8 +124,10 @@ def main(argv: list[str] | None = None) -> int:
         camera_hour_range_tags,
         camera_partition_changes,
         camera_partitions,
+        hour_start,
         recent_hours,
     )
+    from ptz_pipeline.queries import ResultsQuery
     from ptz_pipeline.settings import local_resources
 
     t_start = time.perf_counter()
@@ -196,6 +198,13 @@ def main(argv: list[str] | None = None) -> int:
         "\nOpen the UI (asset graph, partitions, metadata plots, checks, sensors):\n"
         f"  DAGSTER_HOME={home / 'dagster_home'} PTZ_DATA_DIR={home / 'data'} "
         ".venv/bin/dagster dev -w workspace.yaml\n  (or: make ui) then browse http://127.0.0.1:3000"
+    )
+    first = fleet.deployments[0].name
+    query = ResultsQuery(deployment=first, since=hour_start(hours[0]), success_only=True)
+    print(
+        "\nThe same rows in production (S3 + Glue) as Athena SQL (in Python: ptz_pipeline.queries."
+        f"query_calibration_results(deployment={first!r}, since=..., success_only=True)):\n"
+        + query.athena_sql()
     )
     return 1 if problems else 0
 
