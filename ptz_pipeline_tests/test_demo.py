@@ -36,4 +36,4 @@ def test_demo_exits_non_zero_when_a_camera_hour_fails(
     out = capsys.readouterr().out
     assert "1 of 1 camera-hours have no estimate" in out and "runs failed" in out
     assert "dagster dev -w workspace.yaml" in out  # the UI command
-    assert "SELECT * FROM \"ptz\".\"calibration_results\"\nWHERE deployment = 'site'" in out  # production query
+    assert 'SELECT * FROM "ptz"."calibration_results"\nWHERE deployment = \'site\'' in out  # production query
