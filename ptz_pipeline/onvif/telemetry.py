@@ -53,7 +53,7 @@ def parse_move_status(value: object) -> str | None:
     return None
 
 
-def _pan_difference(a: float, b: float) -> float:
+def pan_difference(a: float, b: float) -> float:
     """|a - b| in degrees, the short way round."""
     return abs((a - b + 180.0) % 360.0 - 180.0)
 
@@ -81,7 +81,7 @@ class StillnessDetector:
         self._since: datetime | None = None
 
     def _same_position(self, a: Telemetry, b: Telemetry) -> bool:
-        return (_pan_difference(a.pan, b.pan) <= self.pan_tilt_tol_deg
+        return (pan_difference(a.pan, b.pan) <= self.pan_tilt_tol_deg
                 and abs(a.tilt - b.tilt) <= self.pan_tilt_tol_deg
                 and abs(a.zoom - b.zoom) <= self.zoom_tol)
 
@@ -250,6 +250,8 @@ def parse_payload(payload: bytes, fields: PayloadFields, received: datetime) -> 
 
 PositionConverter = Callable[[float, float, float], tuple[float, float, float]]
 """The camera's reported (x, y, z) -> (pan deg, tilt deg, zoom 0..1), e.g. ``PositionSpace.from_camera``."""
+PositionReading = Telemetry | tuple[Telemetry, object]
+"""What a polled position source returns: a sample, or a sample and the raw MoveStatus it reported."""
 
 
 class MqttTelemetry:
@@ -356,6 +358,9 @@ class MqttTelemetry:
 class PollingTelemetry:
     """Feeds a :class:`TelemetryLatch` by calling ``read_position()`` every ``interval_s`` s in a thread.
 
+    ``read_position()`` returns a :data:`PositionReading`: a sample, or a sample with the source's raw
+    MoveStatus (used by the stillness detector only when usable, see :func:`parse_move_status`).
+
     ``source`` names what is polled in messages (e.g. "ONVIF GetStatus at 10.0.0.5:80"). A failing read is
     logged (once per run of failures) and retried at the next tick; its text appears in errors, so the
     callable's exceptions must not carry secrets.
@@ -364,7 +369,7 @@ class PollingTelemetry:
     def __init__(
         self,
         latch: TelemetryLatch,
-        read_position: Callable[[], Telemetry],
+        read_position: Callable[[], PositionReading],
         *,
         interval_s: float = 0.5,
         source: str = "position polling",
@@ -405,7 +410,7 @@ class PollingTelemetry:
         next_tick = time.monotonic()
         while not self._stopping.is_set():
             try:
-                sample = self.read_position()
+                reading = self.read_position()
             except Exception as exc:  # any failure of the camera call: keep polling
                 if self._last_error is None:
                     log.warning("%s: reading the position from %s failed: %s", self.latch.camera,
@@ -413,7 +418,8 @@ class PollingTelemetry:
                 self._last_error = exc
             else:
                 self._last_error = None
-                self.latch.feed(sample)
+                sample, status = reading if isinstance(reading, tuple) else (reading, None)
+                self.latch.feed(sample, status)
                 self._first.set()
             next_tick = max(next_tick + self.interval_s, time.monotonic())
             self._stopping.wait(next_tick - time.monotonic())

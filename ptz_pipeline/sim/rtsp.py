@@ -266,6 +266,11 @@ class RtspServer:
         """``rtsp://host:port/path`` (the bound port once started with ``port=0``)."""
         return f"rtsp://{self.host}:{self.port}/{self.path}"
 
+    @property
+    def running(self) -> bool:
+        """Whether the stream is served (started, not stopped or killed since)."""
+        return self._ffmpeg is not None
+
     def start(self) -> None:
         """Start ffmpeg and the server threads; returns once the server accepts RTSP connections.
 

@@ -11,6 +11,9 @@ Admin endpoints on the ONVIF HTTP port (HTTP basic or digest auth with the camer
 
 - ``POST /sim/disturbance`` with JSON ``{"yaw": deg, "pitch": deg, "roll": deg}`` (missing angles are 0): set
   the external mount motion ("the mount moves"), added to the simulated drift; answers like ``/sim/truth``.
+- ``POST /sim/stream`` with JSON ``{"running": false}`` kills the RTSP stream (ffmpeg and every connection;
+  the port refuses connections), ``{"running": true}`` starts it again on the same port; answers
+  ``{"running": bool}``.
 - ``GET /sim/truth``: JSON of the true state now — pose, target, moving, mount, drift (spec, disturbance and
   their sum, yaw/pitch/roll degrees) and ``R_WB`` (mount-to-world rotation, 3x3 rows).
 """
@@ -102,7 +105,8 @@ class SimulatorServer:
             profile_token=profile_token, serial_number=camera.key,
             resolution=(self.spec.image_width, self.spec.image_height), fps=fps, generic_space=generic_space,
             pan_range_deg=pan_range_deg, tilt_range_deg=tilt_range_deg, move_status=move_status,
-            routes={"/sim/disturbance": self._disturbance_route, "/sim/truth": self._truth_route},
+            routes={"/sim/disturbance": self._disturbance_route, "/sim/truth": self._truth_route,
+                    "/sim/stream": self._stream_route},
         )
         self._render_lock = threading.Lock()
         self._cached: _CachedFrame | None = None
@@ -236,6 +240,21 @@ class SimulatorServer:
             return self._json(400, {"error": f"angles must be finite, got {ypr}"})
         self.head.disturb(*ypr)
         return self._json(200, self.truth())
+
+    def _stream_route(self, method: str, body: bytes) -> tuple[int, str, bytes]:
+        if method != "POST":
+            return self._json(405, {"error": 'use POST with JSON {"running": true|false}'})
+        try:
+            running = json.loads(body or b"{}").get("running")
+        except (ValueError, AttributeError):
+            running = None
+        if not isinstance(running, bool):
+            return self._json(400, {"error": 'expected JSON {"running": true|false}'})
+        if running and not self.rtsp.running:
+            self.rtsp.start()
+        elif not running:
+            self.rtsp.kill_stream()
+        return self._json(200, {"running": self.rtsp.running})
 
     # --- MQTT telemetry -----------------------------------------------------------------------------------
 
