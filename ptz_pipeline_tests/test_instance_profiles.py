@@ -1,0 +1,214 @@
+"""The instance profiles in deploy/instance: what each turns on, and the postgres and kubernetes profiles on
+a real PostgreSQL server (a grouped camera x hour run, the run queue's per-site limit, sensor ticks and
+backfills)."""
+
+from __future__ import annotations
+
+import shutil
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import yaml
+
+from ptz_pipeline.grouped import SITE_TAG
+from ptz_pipeline.partitions import camera_hour_range_tags, camera_partitions, recent_hours
+from ptz_pipeline_tests.deploy import (
+    PROFILES,
+    RecordingBatchApi,
+    code_location_file,
+    dequeue,
+    kubernetes_home,
+    profile,
+    reconstructable_job,
+    record_batch_api,
+    run_backfills,
+    submit,
+    tick_sensors,
+    workspace,
+)
+from ptz_pipeline_tests.postgres import PostgresServer
+
+pytest_plugins = ["ptz_pipeline_tests.postgres"]
+
+SITE_LIMIT = {"key": SITE_TAG, "value": {"applyLimitPerUniqueValue": True}, "limit": 1}
+CAPTURE_REASONS = ("hourly active", "hourly passive")
+"""The ``ptz/reason`` tag of capture runs (sensors.py: ``f"hourly {mode}"``)."""
+
+
+def _camera(name: str, mode: str) -> dict:
+    cam = {
+        "name": name,
+        "mode": mode,
+        "backend": {"kind": "simulated", "image_width": 320, "image_height": 240},
+    }
+    if mode == "active":
+        cam["ptz_stops"] = [[0, -15, 0.0]]
+    return cam
+
+
+def _devices(path: Path, fleet: dict[str, list[dict]]) -> Path:
+    path.write_text(yaml.safe_dump([{"name": site, "cameras": cams} for site, cams in fleet.items()]))
+    return path
+
+
+def _home(tmp: Path, name: str) -> Path:
+    """A DAGSTER_HOME with the profile ``name`` copied in (the profile folder itself works the same)."""
+    home = tmp / "home"
+    home.mkdir()
+    shutil.copy(PROFILES / name / "dagster.yaml", home / "dagster.yaml")
+    return home
+
+
+@pytest.mark.parametrize("name", ["local", "postgres", "kubernetes"])
+def test_every_profile_monitors_runs_and_queues_with_the_site_and_camera_limits(name: str) -> None:
+    config = profile(name)
+    assert config["run_monitoring"]["enabled"] is True
+    coordinator = config["run_coordinator"]
+    assert coordinator["class"] == "QueuedRunCoordinator"
+    limits = coordinator["config"]["tag_concurrency_limits"]
+    assert SITE_LIMIT in limits
+    capture = {limit["value"]: limit["limit"] for limit in limits if limit["key"] == "ptz/reason"}
+    assert set(capture) == set(CAPTURE_REASONS) and all(n >= 1 for n in capture.values())
+    assert sum(capture.values()) <= coordinator["config"]["max_concurrent_runs"]
+
+
+def test_local_profile_is_the_demos_sqlite_instance_with_monitoring_and_queue(tmp_path: Path) -> None:
+    with dg.DagsterInstance.from_config(str(_home(tmp_path, "local"))) as instance:
+        assert type(instance.run_storage).__name__ == "SqliteRunStorage"
+        assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
+        assert instance.run_monitoring_enabled
+
+
+@pytest.fixture
+def batch_api(monkeypatch: pytest.MonkeyPatch) -> RecordingBatchApi:
+    return record_batch_api(monkeypatch)
+
+
+@pytest.fixture
+def fleet(tmp_path: Path) -> Path:
+    """A code location on a two-site fleet: site-a has an active and a passive camera, site-b one active."""
+    devices = _devices(
+        tmp_path / "devices.yaml",
+        {
+            "site-a": [_camera("cam-1", "active"), _camera("cam-2", "passive")],
+            "site-b": [_camera("cam-3", "active")],
+        },
+    )
+    return code_location_file(tmp_path / "location.py", devices, tmp_path / "data")
+
+
+@pytest.fixture
+def k8s_instance(
+    tmp_path: Path, postgres_env: PostgresServer, batch_api: RecordingBatchApi
+) -> Iterator[dg.DagsterInstance]:
+    """The kubernetes profile on the test's Postgres database; Jobs go to ``batch_api``."""
+    with dg.DagsterInstance.from_config(str(kubernetes_home(tmp_path / "k8s_home"))) as instance:
+        assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+        yield instance
+
+
+@pytest.mark.integration
+def test_postgres_profile_stores_a_grouped_camera_hour_run(
+    tmp_path: Path, postgres_env: PostgresServer
+) -> None:
+    """query_scan of 2 cameras x 2 hours in one run; runs, events and partition status live in Postgres."""
+    devices = _devices(
+        tmp_path / "devices.yaml", {"site-a": [_camera("cam-1", "active"), _camera("cam-2", "active")]}
+    )
+    job = reconstructable_job(
+        code_location_file(tmp_path / "location.py", devices, tmp_path / "data"), "capture_queries"
+    )
+    keys, hours = ["site-a__cam-1", "site-a__cam-2"], recent_hours(datetime.now(UTC), 2)
+    with dg.DagsterInstance.from_config(str(_home(tmp_path, "postgres"))) as instance:
+        assert {type(s).__name__ for s in (instance.run_storage, instance.event_log_storage)} == {
+            "PostgresRunStorage",
+            "PostgresEventLogStorage",
+        }
+        instance.add_dynamic_partitions(camera_partitions.name, keys)
+        result = job.get_definition().execute_in_process(
+            instance=instance, tags=camera_hour_range_tags(keys, hours)
+        )
+        assert result.success
+    with dg.DagsterInstance.from_config(str(tmp_path / "home")) as reopened:  # what the webserver reads
+        assert reopened.get_materialized_partitions(dg.AssetKey("query_scan")) == {
+            f"{k}|{h}" for k in keys for h in hours
+        }
+        (record,) = reopened.get_run_records()
+        assert record.dagster_run.run_id == result.run_id and record.dagster_run.is_success
+
+
+@pytest.mark.integration
+def test_run_queue_on_postgres_launches_one_run_per_site(
+    k8s_instance: dg.DagsterInstance, fleet: Path, batch_api: RecordingBatchApi
+) -> None:
+    """Four queued site runs (two per site): each dequeue launches one pod per site; the next waits until
+    its site's run ends."""
+    capture, estimate = (
+        reconstructable_job(fleet, "capture_queries"),
+        reconstructable_job(fleet, "estimate_offsets"),
+    )
+    for job, site, reason in [
+        (capture, "site-a", "hourly active"), (capture, "site-a", "hourly passive"),
+        (capture, "site-b", "hourly active"), (estimate, "site-b", "captured"),
+    ]:  # fmt: skip
+        submit(k8s_instance, job, {SITE_TAG: site, "ptz/reason": reason})
+
+    def launched() -> Counter:
+        runs = k8s_instance.get_runs(
+            dg.RunsFilter(run_ids=[j.metadata.labels["dagster/run-id"] for _, j in batch_api.jobs])
+        )
+        return Counter(r.tags[SITE_TAG] for r in runs)
+
+    dequeue(k8s_instance)
+    assert launched() == {"site-a": 1, "site-b": 1}
+    assert len(k8s_instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.QUEUED]))) == 2
+    dequeue(k8s_instance)
+    assert launched() == {"site-a": 1, "site-b": 1}  # nothing ended: nothing more starts
+
+    for run in k8s_instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTING])):
+        k8s_instance.report_run_failed(run)  # the pods ended
+    dequeue(k8s_instance)
+    assert launched() == {"site-a": 2, "site-b": 2}
+
+
+@pytest.mark.integration
+@pytest.mark.xfail(
+    strict=True,
+    reason="sensors.py: devices_sensor needs job=calibration_job and the capture/estimation sensors an "
+    "asset_selection for the sensor daemon to accept their RunRequests (test_sensors.py calls them directly)",
+)
+def test_sensor_ticks_and_backfills_are_recorded_on_postgres(
+    k8s_instance: dg.DagsterInstance, fleet: Path
+) -> None:
+    """One iteration of the sensor daemon, then of the backfill daemon: ticks, one backfill per site and
+    mode with the site tag, their runs queued."""
+    with workspace(k8s_instance, fleet) as context:
+        tick_sensors(context)
+        ticks = {
+            state.name: [
+                t.status for t in k8s_instance.get_ticks(state.instigator_origin_id, state.selector_id)
+            ]
+            for state in k8s_instance.all_instigator_state()
+        }
+        assert (
+            ticks["devices_sensor"]
+            == ticks["hourly_active_capture"]
+            == ticks["passive_capture"]
+            == [dg.TickStatus.SUCCESS]
+        )
+        backfills = Counter((b.tags[SITE_TAG], b.tags["ptz/reason"]) for b in k8s_instance.get_backfills())
+        assert backfills == {
+            ("site-a", "hourly active"): 1,
+            ("site-a", "hourly passive"): 1,
+            ("site-b", "hourly active"): 1,
+        }
+        run_backfills(context)
+    queued = k8s_instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.QUEUED]))
+    assert Counter((r.tags.get(SITE_TAG), r.tags.get("ptz/reason")) for r in queued) == {
+        **backfills,
+        (None, None): 3,  # calibrate_camera for the three new cameras
+    }
