@@ -1,0 +1,110 @@
+"""deploy/: the Helm values against the schema of the keys we set, and kept equal to the kubernetes instance
+profile; the Dockerfile installs what pyproject.toml pins and serves the definitions the chart loads."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import tomllib
+
+import jsonschema
+import pytest
+import yaml
+
+from ptz_pipeline import settings
+from ptz_pipeline_tests.conftest import REPO_ROOT
+from ptz_pipeline_tests.deploy import profile
+
+DEPLOY = REPO_ROOT / "deploy"
+VALUES = yaml.safe_load((DEPLOY / "helm" / "values.yaml").read_text())
+SCHEMA = json.loads((DEPLOY / "helm" / "values.schema.json").read_text())
+PROFILE = profile("kubernetes")
+LAUNCHER = PROFILE["run_launcher"]["config"]
+HELM_LAUNCHER = VALUES["runLauncher"]["config"]["k8sRunLauncher"]
+(USER_CODE,) = VALUES["dagster-user-deployments"]["deployments"]
+
+
+def _errors(values: dict) -> list[str]:
+    validator = jsonschema.Draft202012Validator(SCHEMA)
+    return [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(values)]
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+def test_helm_values_match_the_schema_of_the_keys_we_set() -> None:
+    jsonschema.Draft202012Validator.check_schema(SCHEMA)
+    assert _errors(VALUES) == []
+
+
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [
+        (["dagsterDaemon", "runCoordinator", "config", "queuedRunCoordinator", "tagConcurrencyLimit"], []),
+        (["runLauncher", "config", "k8sRunLauncher", "envSecrets"], ["ptz-aws"]),
+        (["dagsterDaemon", "runMonitoring", "enabled"], False),
+        (["runLauncher", "config", "k8sRunLauncher", "resources", "limits", "memory"], "4 GB"),
+    ],
+)
+def test_the_schema_rejects_misspelt_keys_and_wrong_shapes(path: list[str], value: object) -> None:
+    values = copy.deepcopy(VALUES)
+    node = values
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    assert _errors(values)
+
+
+def test_helm_values_describe_the_kubernetes_profiles_instance() -> None:
+    """The chart builds the instance from values.yaml; deploy/instance/kubernetes is the same instance."""
+    queue = VALUES["dagsterDaemon"]["runCoordinator"]["config"]["queuedRunCoordinator"]
+    coordinator = PROFILE["run_coordinator"]["config"]
+    assert queue["maxConcurrentRuns"] == coordinator["max_concurrent_runs"]
+    assert queue["tagConcurrencyLimits"] == coordinator["tag_concurrency_limits"]
+    monitoring = VALUES["dagsterDaemon"]["runMonitoring"]
+    assert monitoring == {_camel(k): v for k, v in PROFILE["run_monitoring"].items()}
+    for daemon in ("sensors", "schedules"):
+        assert VALUES["dagsterDaemon"][daemon] == {_camel(k): v for k, v in PROFILE[daemon].items()}
+
+    assert [s["name"] for s in HELM_LAUNCHER["envSecrets"]] == LAUNCHER["env_secrets"]
+    assert HELM_LAUNCHER["resources"] == LAUNCHER["resources"]
+    assert (
+        HELM_LAUNCHER["runK8sConfig"]["podSpecConfig"]["nodeSelector"]
+        == (LAUNCHER["run_k8s_config"]["pod_spec_config"]["node_selector"])
+    )
+    assert HELM_LAUNCHER["failPodOnRunFailure"] == LAUNCHER["fail_pod_on_run_failure"]
+    assert HELM_LAUNCHER["imagePullPolicy"] == LAUNCHER["image_pull_policy"]
+    assert VALUES["global"]["dagsterHome"] == LAUNCHER["dagster_home"]
+    assert VALUES["global"]["postgresqlSecretName"] == LAUNCHER["postgres_password_secret"]
+    assert VALUES["postgresql"]["postgresqlScheme"] == PROFILE["storage"]["postgres"]["postgres_db"]["scheme"]
+    assert PROFILE["telemetry"] == VALUES["telemetry"]
+
+
+def test_user_code_deployment_serves_the_definitions_with_documented_settings_and_secrets() -> None:
+    pyproject = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
+    assert USER_CODE["dagsterApiGrpcArgs"] == ["-m", pyproject["tool"]["dagster"]["module_name"]]
+    assert set(USER_CODE["env"]) <= set(settings.VARIABLES) | {
+        f"PYICEBERG_CATALOG__PTZ__{k}" for k in ("TYPE", "WAREHOUSE", "URI")
+    }
+    assert USER_CODE["env"]["PTZ_DEPLOYMENT"] in settings.RESOURCES_BY_DEPLOYMENT
+    assert USER_CODE["envSecrets"] == HELM_LAUNCHER["envSecrets"]  # the same secrets in every pod
+    assert USER_CODE["includeConfigInLaunchedRuns"] == {"enabled": True}
+    mounted = {m["mountPath"] for m in USER_CODE["volumeMounts"]}
+    assert any(USER_CODE["env"]["PTZ_DEVICES"].startswith(path + "/") for path in mounted)
+
+
+def test_dockerfile_installs_the_pinned_torch_and_the_weights_and_serves_the_chart_port() -> None:
+    dockerfile = (DEPLOY / "Dockerfile").read_text()
+    pyproject = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
+    torch_pin = next(d for d in pyproject["project"]["dependencies"] if d.startswith("torch=="))
+    assert f"ARG TORCH_VERSION={torch_pin.removeprefix('torch==')}" in dockerfile
+    assert re.search(r"^ARG TORCH_INDEX_URL=\S+/whl/cpu$", dockerfile, re.M)
+    assert re.search(r"^RUN python -m ptz_pipeline\.model_cache$", dockerfile, re.M)
+    assert f"EXPOSE {USER_CODE['port']}" in dockerfile
+    ignored = (DEPLOY / "Dockerfile.dockerignore").read_text().split()
+    copied = re.findall(r"^COPY (.+) \S+$", dockerfile, re.M)
+    for source in (s for line in copied for s in line.split()):
+        assert f"!{source}" in ignored, f"{source} is copied but not in the build context"
