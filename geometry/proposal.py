@@ -5,12 +5,14 @@ Conventions (:mod:`geometry.rotations`): the true mount orientation is ``R_WB = 
 ``Δ = drift_matrix(yaw, pitch, roll)``. With ``R_align' = R_align · Δ̄`` the drift measured afterwards is
 ``Δ̄⁻¹ · Δ``, which is the identity while the mount stays where it settled.
 
-A proposal needs (:func:`propose_r_align`): a trend over the last ``trend_hours`` that is stable or a step
-(creep or an oscillation means the drift keeps changing, so no single Δ is right for long); the latest valid
-hour consistent with that trend (not an outlier: it may be the start of a new change); the last ``hours``
-(N) valid hours after any step, with at most ``max_missing_hours`` failed or outlier hours among them, all
-within ``consistency_z`` σ of their mean and without a significant slope; and a mean drift of at least
-``min_drift_deg`` in some angle. Otherwise the result says which condition failed.
+A proposal needs (:func:`propose_r_align`): a trend over the last ``trend_hours`` (at least
+``min_trend_hours`` of history) that is stable or a step (creep or an oscillation means the drift keeps
+changing, so no single Δ is right for long) and fits with a noise scale of at most ``max_noise_scale``; the
+latest valid hour at most ``max_missing_hours`` before the history's last row (failed hours are NaN rows)
+and consistent with that trend (not an outlier: it may be the start of a new change); the last
+``hours`` (N) valid hours after any step, with at most ``max_missing_hours`` failed or outlier hours among
+them, all within ``consistency_z`` σ of their mean and without a significant slope; and a mean drift of at
+least ``min_drift_deg`` in some angle. Otherwise the result says which condition failed.
 
 Units: degrees, hours (the history's axis).
 """
@@ -32,7 +34,7 @@ class ProposalConfig:
     hours: int = 6
     """N: consecutive valid hours that must show the same drift."""
     max_missing_hours: int = 2
-    """Failed or outlier hours allowed among the N (they span at most N + this hours)."""
+    """Failed or outlier hours allowed among the N (they lie within N + this consecutive hours)."""
     consistency_z: float = 3.5
     """Every angle of each of the N hours lies within this many σ (times the trend's noise scale) of the
     mean."""
@@ -42,13 +44,21 @@ class ProposalConfig:
     """Below this in every angle (degrees), the drift is not worth a new alignment."""
     trend_hours: float = 72.0
     """The trend is classified over the hours in [last valid hour - this, last valid hour]."""
+    min_trend_hours: float = 48.0
+    """Fewest hours from the first to the last valid hour of that window: a shorter history cannot rule out
+    a daily oscillation (two periods are needed to see one)."""
+    max_noise_scale: float = 3.0
+    """A trend whose noise scale s is larger fits the history badly (σ far too small, or a change that no
+    model describes): no proposal."""
     trend: TrendConfig = field(default_factory=TrendConfig)
 
     def __post_init__(self) -> None:
         if self.hours < 2 or self.max_missing_hours < 0:
             raise ValueError("hours must be >= 2 and max_missing_hours >= 0")
-        if self.consistency_z <= 0 or self.slope_z <= 0 or self.min_drift_deg < 0 or self.trend_hours <= 0:
-            raise ValueError("consistency_z, slope_z and trend_hours must be > 0, min_drift_deg >= 0")
+        if self.consistency_z <= 0 or self.slope_z <= 0 or self.min_drift_deg < 0:
+            raise ValueError("consistency_z and slope_z must be > 0, min_drift_deg >= 0")
+        if not 0 <= self.min_trend_hours <= self.trend_hours or self.max_noise_scale < 1:
+            raise ValueError("need 0 <= min_trend_hours <= trend_hours and max_noise_scale >= 1")
 
 
 @dataclass(frozen=True)
@@ -77,7 +87,8 @@ def propose_r_align(
     R_align: np.ndarray, history: OffsetHistory, config: ProposalConfig | None = None
 ) -> AlignProposal:
     """Propose ``R_align · Δ̄`` when the drift of ``history`` (measured against ``R_align``) has stayed at one
-    Δ̄ for the last N valid hours; see the module docstring for the conditions."""
+    Δ̄ for the last N valid hours; see the module docstring for the conditions. ``history``: the camera's
+    hours up to now, failed hours included as NaN rows (a camera that stopped answering is not settled)."""
     config = config or ProposalConfig()
     R_align = np.asarray(R_align, dtype=float)
     if R_align.shape != (3, 3) or not np.allclose(R_align.T @ R_align, np.eye(3), atol=1e-6):
@@ -100,8 +111,29 @@ def propose_r_align(
     if trend.trend in ("insufficient", "creep", "oscillation"):
         verb = "" if trend.trend == "insufficient" else "drift keeps changing: "
         return replace(refused, reason=f"{verb}{trend.reason}")
+    rows = np.flatnonzero(np.any(recent.valid, axis=1))
+    span = float(recent.hours[rows[-1]] - recent.hours[rows[0]])
+    if span < config.min_trend_hours:
+        return replace(
+            refused,
+            reason=f"history too short: {span:g} h of the {config.min_trend_hours:g} h needed to rule out a "
+            "daily oscillation",
+        )
+    if trend.noise_scale > config.max_noise_scale:
+        return replace(
+            refused,
+            reason=f"the {trend.trend} trend fits badly (noise scale {trend.noise_scale:.1f} > "
+            f"{config.max_noise_scale:g}): σ far too small or an unmodelled change",
+        )
     usable = np.all(recent.valid, axis=1) & ~np.any(trend.outliers, axis=1)
-    latest = np.flatnonzero(np.any(recent.valid, axis=1))[-1]
+    latest = rows[-1]
+    silent = float(recent.hours[-1] - recent.hours[latest])
+    if silent > config.max_missing_hours:
+        return replace(
+            refused,
+            reason=f"no valid hour in the last {silent:g} h (since hour {recent.hours[latest]:g}): waiting "
+            "for new estimates",
+        )
     if not usable[latest]:
         return replace(
             refused,
@@ -112,20 +144,20 @@ def propose_r_align(
     if trend.trend == "step":
         usable &= recent.hours >= trend.step_hour
         since = f" since the step at hour {trend.step_hour:g}"
-    rows = np.flatnonzero(usable)[-config.hours :]
-    hours_used = tuple(float(h) for h in recent.hours[rows])
+    used = np.flatnonzero(usable)[-config.hours :]
+    hours_used = tuple(float(h) for h in recent.hours[used])
     refused = replace(refused, hours_used=hours_used)
-    if len(rows) < config.hours:
-        return replace(refused, reason=f"too few hours: {len(rows)} valid of {config.hours}{since}")
-    span = hours_used[-1] - hours_used[0]
-    if span > config.hours - 1 + config.max_missing_hours:
+    if len(used) < config.hours:
+        return replace(refused, reason=f"too few hours: {len(used)} valid of {config.hours}{since}")
+    used_span = hours_used[-1] - hours_used[0]
+    if used_span > config.hours - 1 + config.max_missing_hours:
         return replace(
             refused,
-            reason=f"the last {config.hours} valid hours{since} span {span:g} h: more than "
+            reason=f"the last {config.hours} valid hours{since} span {used_span:g} h: more than "
             f"{config.max_missing_hours} missing",
         )
-    angles = recent.angles_deg[rows]
-    sigma = np.sqrt(recent.sigma_deg[rows] ** 2 + config.trend.floor_deg**2) * trend.noise_scale
+    angles = recent.angles_deg[used]
+    sigma = np.sqrt(recent.sigma_deg[used] ** 2 + config.trend.floor_deg**2) * trend.noise_scale
     weights = 1.0 / np.mean(sigma**2, axis=1)
     delta = mean_rotation(np.stack([drift_matrix(*a) for a in angles]), weights)
     delta_deg = drift_angles(delta)
@@ -146,7 +178,7 @@ def propose_r_align(
             reason=f"not settled: at hour {hours_used[i]:g} {ANGLES[a]} is off the mean of the last "
             f"{config.hours} hours by {angles[i, a] - delta_deg[a]:+.4f}° ({z[i, a]:.1f} σ)",
         )
-    t, w = recent.hours[rows][:, None], 1.0 / sigma**2
+    t, w = recent.hours[used][:, None], 1.0 / sigma**2
     t_w = t - (w * t).sum(axis=0) / w.sum(axis=0)  # hours centred on each angle's weighted mean
     slope = (w * t_w * angles).sum(axis=0) / (w * t_w**2).sum(axis=0)
     slope_z = np.abs(slope) * np.sqrt((w * t_w**2).sum(axis=0))

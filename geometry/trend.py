@@ -44,6 +44,8 @@ _CLASS_OF_MODEL: dict[str, Trend] = {
 }
 _MAD_TO_SIGMA = 1.4826
 """σ of a normal distribution per median absolute deviation."""
+_RIDGE = 1e-12
+"""Relative ridge added to the normal matrices (of the mean diagonal)."""
 
 
 @dataclass(frozen=True)
@@ -168,8 +170,9 @@ class TrendResult:
     """The class of one camera's drift history with its evidence (hours on the history's axis, degrees).
 
     ``step_hour``: the first valid hour at the new level (the step happened after the valid hour before it);
-    ``period_hours``: the oscillation period; both NaN for other classes. ``bic``: the BIC of each model
-    (``constant``, ``step``, ``line``, ``parabola``, ``oscillation``; empty when insufficient).
+    ``period_hours``: the oscillation period; both NaN for other classes. ``bic``: the BIC of each model the
+    history supports (``constant``, ``line``, ``parabola``, and ``step`` and ``oscillation`` when it is long
+    enough for them; empty when insufficient).
     ``outliers`` (n, 3): the angle-hours rejected, rows as in the history.
     """
 
@@ -219,6 +222,9 @@ def _wls(X: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.nd
     outer = (X[..., :, None] * X[..., None, :]).reshape(*X.shape[:-1], p * p)  # (..., n, p²)
     A = np.moveaxis((np.swapaxes(outer, -1, -2) @ w).reshape(*X.shape[:-2], p, p, 3), -1, -3)
     b = np.swapaxes(np.swapaxes(X, -1, -2) @ (w * y), -1, -2)  # (..., 3, p)
+    # A relative ridge keeps degenerate designs solvable (e.g. samples every 12 h: sin(2π t / 12 h) = 0); the
+    # parameter they cannot determine then gets a huge variance instead of an error.
+    A = A + _RIDGE * np.trace(A, axis1=-2, axis2=-1)[..., None, None] / p * np.eye(p)
     beta = np.linalg.solve(A, b[..., None])[..., 0]
     chi2 = np.sum(w * y * y, axis=0) - np.sum(b * beta, axis=-1)
     return beta, chi2, A

@@ -8,11 +8,12 @@ with 24 h or 12 h periods).
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
-from bench.trend import CLASSES, simulate_history
+from bench.trend import simulate_history, simulated_set
 from geometry.proposal import ProposalConfig, propose_r_align
 from geometry.rotations import Rx, Rz, drift_angles, drift_matrix, rotation_angle_deg
 from geometry.trend import OffsetHistory, Trend, TrendConfig, classify_trend
@@ -37,8 +38,7 @@ def step_drift(hours: int, step_hour: int, before: tuple, after: tuple) -> np.nd
 
 
 def test_classifies_200_simulated_histories() -> None:
-    rng = np.random.default_rng(2026)
-    sims = [simulate_history(rng, trend) for trend in CLASSES for _ in range(50)]
+    sims = simulated_set()  # 50 of each class, seed 2026
     results = [classify_trend(s.history) for s in sims]
     confusion = Counter((s.trend, r.trend) for s, r in zip(sims, results, strict=True))
     accuracy = sum(n for (truth, got), n in confusion.items() if truth == got) / len(sims)
@@ -125,16 +125,16 @@ def test_tiny_significant_changes_count_as_stable() -> None:
 def test_proposal_after_a_step_zeroes_the_drift() -> None:
     rng = np.random.default_rng(11)
     before, after = (0.05, -0.02, 0.01), (0.45, -0.3, 0.12)
-    true = step_drift(60, 40, before, after)
+    true = step_drift(80, 60, before, after)
     h = history(true, rng)
     config = ProposalConfig(hours=6)
 
-    waiting = propose_r_align(R_ALIGN, h.window(end_hour=44), config)  # 5 hours after the step
-    assert not waiting.proposed and "too few hours: 5 valid of 6 since the step at hour 40" in waiting.reason
+    waiting = propose_r_align(R_ALIGN, h.window(end_hour=64), config)  # 5 hours after the step
+    assert not waiting.proposed and "too few hours: 5 valid of 6 since the step at hour 60" in waiting.reason
 
-    p = propose_r_align(R_ALIGN, h.window(end_hour=45), config)
+    p = propose_r_align(R_ALIGN, h.window(end_hour=65), config)
     assert p.proposed, p.reason
-    assert p.trend.trend == "step" and p.hours_used == (40.0, 41.0, 42.0, 43.0, 44.0, 45.0)
+    assert p.trend.trend == "step" and p.hours_used == (60.0, 61.0, 62.0, 63.0, 64.0, 65.0)
     Delta_true = drift_matrix(*after)
     assert rotation_angle_deg(p.delta, Delta_true) < 3 * SIGMA
     np.testing.assert_allclose(p.delta_deg, after, atol=3 * max(p.delta_sigma_deg))
@@ -146,7 +146,7 @@ def test_proposal_after_a_step_zeroes_the_drift() -> None:
     Delta_new = p.delta.T @ Delta_true
     np.testing.assert_allclose(p.R_align @ Delta_new, R_ALIGN @ Delta_true, atol=1e-12)
     assert np.all(np.abs(drift_angles(Delta_new)) < SIGMA)
-    later = history(np.tile(drift_angles(Delta_new), (24, 1)), rng)
+    later = history(np.tile(drift_angles(Delta_new), (60, 1)), rng)
     again = propose_r_align(p.R_align, later, config)
     assert not again.proposed and again.reason.startswith("nothing to correct")
     assert np.all(np.abs(again.delta_deg) < SIGMA)
@@ -162,23 +162,33 @@ def test_proposal_refused_while_the_drift_keeps_changing(trend: Trend) -> None:
 
 def test_proposal_refusals() -> None:
     rng = np.random.default_rng(8)
-    level = np.tile([0.2, 0.1, -0.1], (48, 1))
+    level = np.tile([0.2, 0.1, -0.1], (60, 1))
     config = ProposalConfig(hours=6, max_missing_hours=1)
     assert propose_r_align(R_ALIGN, history(level, rng), config).proposed
 
     h = history(level, rng)
     gappy = h.angles_deg.copy()
-    gappy[[41, 43, 45]] = np.nan
+    gappy[[53, 55, 57]] = np.nan
     p = propose_r_align(R_ALIGN, OffsetHistory(h.hours, gappy, h.sigma_deg), config)
     assert not p.proposed and "span 8 h: more than 1 missing" in p.reason
+
+    silent = h.angles_deg.copy()
+    silent[-3:] = np.nan  # the camera stopped answering
+    p = propose_r_align(R_ALIGN, OffsetHistory(h.hours, silent, h.sigma_deg), config)
+    assert not p.proposed and p.reason.startswith("no valid hour in the last 3 h (since hour 56)")
 
     jumped = h.angles_deg.copy()
     jumped[-1] += 0.3  # the latest hour moved: an outlier or the start of a new step
     p = propose_r_align(R_ALIGN, OffsetHistory(h.hours, jumped, h.sigma_deg), config)
-    assert not p.proposed and p.reason.startswith("the latest hour 47 disagrees")
+    assert not p.proposed and p.reason.startswith("the latest hour 59 disagrees")
 
     p = propose_r_align(R_ALIGN, history(level[:10], rng), config)
     assert not p.proposed and p.reason.startswith("insufficient")
+    p = propose_r_align(R_ALIGN, history(level[:40], rng), config)
+    assert not p.proposed and p.reason.startswith("history too short: 39 h of the 48 h")
+    no_floor = replace(config, trend=TrendConfig(floor_deg=0.0))
+    p = propose_r_align(R_ALIGN, OffsetHistory(h.hours, h.angles_deg, h.sigma_deg / 10), no_floor)
+    assert not p.proposed and "fits badly (noise scale" in p.reason  # σ 10x too small
 
     with pytest.raises(ValueError, match="rotation"):
         propose_r_align(2 * R_ALIGN, h, config)
