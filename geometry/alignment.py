@@ -18,7 +18,7 @@ from the camera position ``c_W``; ``R_align`` maps the first onto the second. Th
 
 Residuals are angles (degrees) between the observed and predicted bearings.
 
-Control-points document (JSON or YAML file, ``load_control_points``; or an already parsed mapping,
+Control-points document (JSON, YAML or CSV file, ``load_control_points``; or an already parsed mapping,
 ``parse_control_points``)::
 
     {
@@ -34,8 +34,23 @@ Control-points document (JSON or YAML file, ``load_control_points``; or an alrea
     }
 
 Unknown keys are rejected (a misspelt key must not silently change the method). pan/tilt are degrees
-(``rotations.R_BC`` convention), zoom is ONVIF 0..1, (u, v) distorted pixels. Every point has exactly one
-of ``enu``, ``lat``/``lon``/``alt`` or ``map_xy``. ``map_xy`` axes are east and north (e.g. a projected CRS
+(``rotations.R_BC`` convention), zoom is ONVIF 0..1, (u, v) distorted pixels. Instead of pan, tilt and
+zoom a point may name the reference frame it was clicked in, ``"image": "images/007.jpg"`` (a key of the
+reference scan's manifest), when the frames' telemetry is passed as ``frames``. Every point has exactly one
+of ``enu``, ``lat``/``lon``/``alt`` or ``map_xy``.
+
+The same document as CSV (``parse_control_points_csv``; a header row, then one row per landmark, empty
+cells are absent values)::
+
+    name,pan,tilt,zoom,image,u,v,lat,lon,alt,east,north,up,map_x,map_y
+    camera,,,,,,,47.4979,19.0402,126.5,,,,,          <- camera_position (or east, north, up)
+    church,12.5,-1.2,0.0,,812.4,330.1,,,,410.2,1220.0,35.0,,
+    mast,,,,images/007.jpg,402.0,210.7,47.51,19.05,180.0,,,,,
+
+Columns may come in any order and unused ones may be left out. ``east, north, up`` is the JSON ``enu``
+(pixel ``u`` keeps its name), ``map_x, map_y`` is ``map_xy``. Two row names are reserved: ``camera`` gives
+``camera_position`` (lat, lon, alt or east, north, up) or, with ``up`` alone, ``camera_height_m``;
+``enu_origin`` gives ``enu_origin`` (lat, lon, alt). ``map_xy`` axes are east and north (e.g. a projected CRS
 minus an offset) with the ground plane at height 0; map points cannot be mixed with the others.
 
 ENU coordinates are relative to ``enu_origin`` when given; without it their frame is taken as ENU at the
@@ -49,9 +64,11 @@ is geodetic, the result is re-expressed in ENU at the camera (the frames differ 
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
@@ -424,6 +441,10 @@ def estimate_r_align(
     )
 
 
+FrameTelemetry = Mapping[str, tuple[float, float, float]]
+"""Reference image key -> (pan deg, tilt deg, zoom 0..1) reported when the frame was taken."""
+
+
 def _lla_of(entry: dict, what: str) -> LLA:
     try:
         return float(entry["lat"]), float(entry["lon"]), float(entry["alt"])
@@ -431,8 +452,22 @@ def _lla_of(entry: dict, what: str) -> LLA:
         raise ValueError(f"{what}: needs numeric lat, lon and alt") from exc
 
 
+def _floats(entry: dict, key: str, n: int, what: str) -> tuple[float, ...] | None:
+    """``entry[key]`` as ``n`` floats, None when absent; ValueError naming ``what`` and ``key`` otherwise."""
+    if key not in entry:
+        return None
+    try:
+        values = tuple(float(x) for x in entry[key])
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{what}: {key} needs {n} numbers") from exc
+    if len(values) != n:
+        raise ValueError(f"{what}: {key} needs {n} numbers, got {len(values)}")
+    return values
+
+
 _TOP_KEYS = {"enu_origin", "camera_position", "camera_height_m", "points"}
-_POINT_KEYS = {"name", "pan", "tilt", "zoom", "u", "v", "enu", "lat", "lon", "alt", "map_xy"}
+_TELEMETRY_KEYS = ("pan", "tilt", "zoom")
+_POINT_KEYS = {"name", *_TELEMETRY_KEYS, "image", "u", "v", "enu", "lat", "lon", "alt", "map_xy"}
 
 
 def _check_keys(entry: dict, allowed: set[str], what: str) -> None:
@@ -441,27 +476,43 @@ def _check_keys(entry: dict, allowed: set[str], what: str) -> None:
         raise ValueError(f"{what}: unknown keys {sorted(unknown)} (allowed: {sorted(allowed)})")
 
 
-def _point_from_dict(entry: dict, index: int) -> ControlPoint:
+def _telemetry(entry: dict, frames: FrameTelemetry | None, what: str) -> dict[str, float]:
+    """pan, tilt, zoom given in the point, or those of the reference frame its ``image`` names."""
+    if "image" not in entry:
+        return {k: entry[k] for k in _TELEMETRY_KEYS if k in entry}
+    if any(k in entry for k in _TELEMETRY_KEYS):
+        raise ValueError(f"{what}: give pan, tilt, zoom or image, not both")
+    if frames is None:
+        raise ValueError(f"{what}: image {entry['image']!r} needs the reference scan's telemetry")
+    if entry["image"] not in frames:
+        raise ValueError(f"{what}: image {entry['image']!r} is not a frame of the reference scan")
+    return dict(zip(_TELEMETRY_KEYS, frames[entry["image"]], strict=True))
+
+
+def _point_from_dict(entry: dict, index: int, frames: FrameTelemetry | None) -> ControlPoint:
     if not isinstance(entry, dict):
         raise ValueError(f"control point #{index}: expected a mapping")
     name = str(entry.get("name", f"#{index}"))
-    _check_keys(entry, _POINT_KEYS, f"control point {name!r}")
+    what = f"control point {name!r}"
+    _check_keys(entry, _POINT_KEYS, what)
+    given = {**_telemetry(entry, frames, what), "u": entry.get("u"), "v": entry.get("v")}
     try:
-        telemetry = {k: float(entry[k]) for k in ("pan", "tilt", "zoom", "u", "v")}
+        telemetry = {k: float(given[k]) for k in (*_TELEMETRY_KEYS, "u", "v")}
     except (KeyError, TypeError, ValueError) as exc:
-        raise ValueError(f"control point {name!r}: needs numeric pan, tilt, zoom, u and v") from exc
+        raise ValueError(f"{what}: needs numeric pan, tilt, zoom (or image), u and v") from exc
     has_lla = any(k in entry for k in ("lat", "lon", "alt"))
     return ControlPoint(
         name=name,
         **telemetry,
-        enu=tuple(float(x) for x in entry["enu"]) if "enu" in entry else None,
-        lla=_lla_of(entry, f"control point {name!r}") if has_lla else None,
-        map_xy=tuple(float(x) for x in entry["map_xy"]) if "map_xy" in entry else None,
+        enu=_floats(entry, "enu", 3, what),
+        lla=_lla_of(entry, what) if has_lla else None,
+        map_xy=_floats(entry, "map_xy", 2, what),
     )
 
 
-def parse_control_points(data: dict) -> ControlPoints:
-    """Control points from a parsed document (format in the module docstring)."""
+def parse_control_points(data: dict, frames: FrameTelemetry | None = None) -> ControlPoints:
+    """Control points from a parsed document (format in the module docstring); ``frames`` gives the
+    telemetry of points that name a reference ``image``."""
     if not isinstance(data, dict) or not isinstance(data.get("points"), list):
         raise ValueError("control points: expected a mapping with a 'points' list")
     _check_keys(data, _TOP_KEYS, "control points")
@@ -471,25 +522,72 @@ def parse_control_points(data: dict) -> ControlPoints:
     origin = data.get("enu_origin")
     height = data.get("camera_height_m")
     return ControlPoints(
-        points=tuple(_point_from_dict(e, i) for i, e in enumerate(data["points"])),
-        camera_enu=tuple(float(x) for x in camera["enu"]) if "enu" in camera else None,
+        points=tuple(_point_from_dict(e, i, frames) for i, e in enumerate(data["points"])),
+        camera_enu=_floats(camera, "enu", 3, "camera_position"),
         camera_lla=_lla_of(camera, "camera_position") if has_lla else None,
         enu_origin_lla=_lla_of(origin, "enu_origin") if origin is not None else None,
         camera_height_m=float(height) if height is not None else None,
     )
 
 
-def load_control_points(path: str | Path) -> ControlPoints:
-    """Read a control-points file (.json, .yaml or .yml; format in the module docstring)."""
+_CSV_AXES = {"enu": ("east", "north", "up"), "map_xy": ("map_x", "map_y")}
+"""Document key -> its CSV columns."""
+
+
+def _csv_axes(row: dict[str, str]) -> dict[str, object]:
+    """A CSV row (empty cells dropped) with its axis columns gathered into the document's lists."""
+    entry: dict[str, object] = dict(row)
+    for key, columns in _CSV_AXES.items():
+        if any(c in entry for c in columns):
+            entry[key] = [entry.pop(c, None) for c in columns]
+    return entry
+
+
+def _csv_document(text: str) -> dict:
+    """The JSON document a control-points CSV stands for (rows ``camera`` and ``enu_origin`` become the
+    top-level keys)."""
+    reader = csv.DictReader(io.StringIO(text.removeprefix("\ufeff")))  # a spreadsheet's byte-order mark
+    header = [c.strip() for c in reader.fieldnames or []]
+    twice = sorted({c for c in header if header.count(c) > 1})
+    if twice:
+        raise ValueError(
+            f"control points CSV: columns {twice} named twice (ENU is east, north, up; u, v are pixels)"
+        )
+    document: dict = {"points": []}
+    for line, raw in enumerate(reader, start=2):
+        if None in raw:
+            raise ValueError(f"control points CSV: line {line} has more cells than the header")
+        row = {k.strip(): v.strip() for k, v in raw.items() if v is not None and v.strip()}
+        name = row.get("name")
+        if name == "camera" and set(row) == {"name", "up"}:
+            document["camera_height_m"] = row["up"]
+        elif name in ("camera", "enu_origin"):
+            entry = _csv_axes({k: v for k, v in row.items() if k != "name"})
+            document["camera_position" if name == "camera" else "enu_origin"] = entry
+        elif row:
+            document["points"].append(_csv_axes(row))
+    return document
+
+
+def parse_control_points_csv(text: str, frames: FrameTelemetry | None = None) -> ControlPoints:
+    """Control points from CSV text (columns in the module docstring); ``frames`` as in
+    :func:`parse_control_points`."""
+    return parse_control_points(_csv_document(text), frames)
+
+
+def load_control_points(path: str | Path, frames: FrameTelemetry | None = None) -> ControlPoints:
+    """Read a control-points file (.json, .yaml, .yml or .csv; format in the module docstring)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"control-points file not found: {path}")
     suffix = path.suffix.lower()
-    if suffix not in (".json", ".yaml", ".yml"):
-        raise ValueError(f"{path}: control-points file must be .json, .yaml or .yml")
+    if suffix not in (".json", ".yaml", ".yml", ".csv"):
+        raise ValueError(f"{path}: control-points file must be .json, .yaml, .yml or .csv")
     text = path.read_text()
     try:
-        return parse_control_points(json.loads(text) if suffix == ".json" else yaml.safe_load(text))
+        if suffix == ".csv":
+            return parse_control_points_csv(text, frames)
+        return parse_control_points(json.loads(text) if suffix == ".json" else yaml.safe_load(text), frames)
     except ValueError as exc:  # json.JSONDecodeError is a ValueError too
         raise ValueError(f"{path}: {exc}") from exc
 
@@ -522,4 +620,8 @@ def load_r_align(path: str | Path | BinaryIO) -> np.ndarray:
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"R_align file not found: {path}")
-    return _as_rotation(np.load(path, allow_pickle=False), f"R_align ({path})")
+    try:
+        R = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise ValueError(f"{path}: not a readable R_align .npy ({exc})") from None
+    return _as_rotation(R, f"R_align ({path})")

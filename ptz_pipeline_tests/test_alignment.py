@@ -335,7 +335,7 @@ def test_control_points_file_errors(tmp_path) -> None:
     with pytest.raises(ValueError, match="cp.json"):
         load_control_points(bad)
     (tmp_path / "cp.txt").write_text("{}")
-    with pytest.raises(ValueError, match=r"\.json, \.yaml or \.yml"):
+    with pytest.raises(ValueError, match=r"\.json, \.yaml, \.yml or \.csv"):
         load_control_points(tmp_path / "cp.txt")
     with pytest.raises(FileNotFoundError):
         load_control_points(tmp_path / "missing.yaml")

@@ -1,12 +1,10 @@
 """camera_intrinsics: K and distortion from chessboard photos in storage (per camera)."""
 
-import io
-
 import dagster as dg
 
-from geometry.camera import ZoomModel, save_calibration
 from geometry.intrinsics import calibrate_chessboard, parse_pattern
 from ptz_pipeline import scans
+from ptz_pipeline.assets.common import store_intrinsics
 from ptz_pipeline.partitions import camera_partitions
 from ptz_pipeline.resources.camera import DevicesResource
 from ptz_pipeline.resources.storage import ObjectStorageResource
@@ -51,12 +49,7 @@ def camera_intrinsics(
     images = [scans.decode_image(storage.get_bytes(k), k) for k in keys]
     context.log.info(f"{cam.key}: calibrating from {len(images)} chessboard photos")
     calib = calibrate_chessboard(images, pattern=parse_pattern(config.pattern), square_size_m=config.square_m)
-    buf = io.BytesIO()
-    save_calibration(buf, calib.intrinsics, calib.rms)
-    storage.put_bytes(scans.calibration_key(cam.deployment, cam.name), buf.getvalue())
-    zoom, ratio = zip(*cam.zoom_focal_ratio, strict=True)
-    zoom_model = ZoomModel(tuple(zoom), tuple(calib.intrinsics.fx * r for r in ratio))
-    storage.put_json(scans.zoom_model_key(cam.deployment, cam.name), zoom_model.to_dict())
+    store_intrinsics(storage, cam, calib.intrinsics, calib.rms)
     K = calib.intrinsics.K
     return dg.MaterializeResult(
         metadata={

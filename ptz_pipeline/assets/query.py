@@ -8,6 +8,7 @@ import dagster as dg
 
 from ptz_pipeline import scans
 from ptz_pipeline.assets.reference import reference_scan
+from ptz_pipeline.capture import capture_query
 from ptz_pipeline.devices import CameraConfig, camera_key
 from ptz_pipeline.grouped import GroupedOutcome, grouped_hourly_asset, keys_by_camera
 from ptz_pipeline.partitions import camera_hour_key, hour_start, is_within_hour
@@ -23,22 +24,6 @@ QUERY_SCAN = dg.AssetKey("query_scan")
 def _capture_time(start: datetime, now: datetime) -> datetime:
     """Now for a live capture; mid-hour on the simulator's virtual clock for another hour."""
     return now if is_within_hour(start, now) else start + timedelta(minutes=30)
-
-
-def capture_query(ptz: PTZCamera, cam: CameraConfig, at: datetime, hour_end: datetime):
-    """Frames and telemetry (pan, tilt, zoom, timestamp) for one hour: the configured stops in active
-    mode; in passive mode one frame once the camera has been still ``stabilize_time`` s, waiting at most
-    ``timeout`` s and never past ``hour_end`` (a real camera's hour)."""
-    if cam.mode == "active":
-        shots = []
-        for i, (pan, tilt, zoom) in enumerate(cam.query_stops):
-            ptz.move_to(pan, tilt, zoom)
-            shots.append(ptz.grab(at + timedelta(seconds=10 * i)))
-    else:
-        left = cam.timeout if ptz.virtual_clock else (hour_end - datetime.now(UTC)).total_seconds()
-        ptz.wait_stable(cam.stabilize_time, max(0.0, min(cam.timeout, left)))
-        shots = [ptz.grab(at)]
-    return [image for image, _ in shots], [(t.pan, t.tilt, t.zoom, t.timestamp) for _, t in shots]
 
 
 def _capture_camera(

@@ -2,11 +2,11 @@
 
 import time
 from contextlib import closing
-from datetime import UTC, datetime
 
 import dagster as dg
 
 from ptz_pipeline import scans
+from ptz_pipeline.capture import scan_reference, stop_line
 from ptz_pipeline.partitions import camera_partitions
 from ptz_pipeline.resources.camera import DevicesResource, PTZCameraResource
 from ptz_pipeline.resources.estimation import DriftEstimationResource
@@ -27,17 +27,10 @@ def reference_scan(
     cam = devices.camera(context.partition_key)
     stops = cam.reference.stops()
     prefix = scans.reference_prefix(cam.deployment, cam.name)
-    images, telemetry = [], []
     with closing(camera.open(cam)) as ptz:
-        for i, (pan, tilt, zoom) in enumerate(stops, start=1):
-            ptz.move_to(pan, tilt, zoom)
-            image, t = ptz.grab(datetime.now(UTC))
-            images.append(image)
-            telemetry.append((t.pan, t.tilt, t.zoom, t.timestamp))
-            context.log.info(
-                f"{cam.key}: reference stop {i}/{len(stops)} "
-                f"pan={t.pan:.2f} tilt={t.tilt:.2f} zoom={t.zoom:.2f}"
-            )
+        images, telemetry = scan_reference(
+            ptz, stops, lambda i, n, t: context.log.info(f"{cam.key}: {stop_line(i, n, t)}")
+        )
     storage.delete_prefix(prefix)
     manifest = scans.write_scan(storage, prefix, cam.key, "reference", images, telemetry)
     return dg.MaterializeResult(
