@@ -182,8 +182,9 @@ def scan_observations(
     extractor: FeatureExtractor | None = None,
     with_images: bool = False,
 ) -> list[FrameObservation]:
-    """Frames of a scan with features and telemetry, intrinsics at each frame's zoom, and with
-    ``with_images`` their grey images (for the estimator's photometric refinement).
+    """Frames of a scan with features and telemetry, intrinsics at each frame's zoom (K scaled to the frame's
+    size when it differs from the calibrated one), and with ``with_images`` their grey images (for the
+    estimator's photometric refinement).
 
     Stored features (``features/``) are read when they are of the extractor's kind; missing ones (or ones of
     another kind) are extracted with ``extractor`` and stored. Without an extractor, stored features of any
@@ -204,13 +205,16 @@ def scan_observations(
                 image if image is not None else decode_image(storage.get_bytes(key), key)
             )
             write_features(storage, prefix, frame, feats)
+        intrinsics = zoom_model.intrinsics_at(base, frame.zoom)  # at the calibrated image size
+        if base.image_size[0] > 0 and feats.image_size != base.image_size:  # e.g. a stream of another size
+            intrinsics = intrinsics.scaled(feats.image_size[0] / base.image_size[0])
         out.append(
             FrameObservation(
                 features=feats,
                 pan_deg=frame.pan,
                 tilt_deg=frame.tilt,
                 zoom=frame.zoom,
-                intrinsics=zoom_model.intrinsics_at(base, frame.zoom),
+                intrinsics=intrinsics,
                 name=f"{manifest.kind}/{frame.image}",
                 image=None if image is None else grey(image),
             )
