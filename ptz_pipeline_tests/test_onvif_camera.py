@@ -22,7 +22,6 @@ import numpy as np
 import pytest
 import requests
 
-from ptz_pipeline.assets.query import capture_query
 from ptz_pipeline.camera import (
     CameraUnreachableError,
     CaptureError,
@@ -31,6 +30,7 @@ from ptz_pipeline.camera import (
     Telemetry,
     open_camera,
 )
+from ptz_pipeline.capture import capture_query
 from ptz_pipeline.devices import CameraConfig, Deployment, load_devices
 from ptz_pipeline.onvif.camera import OnvifPTZCamera
 from ptz_pipeline.sim.camera import render_frame
