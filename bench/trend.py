@@ -353,6 +353,10 @@ def proposal_section(per_class: int) -> str:
             "",
             markdown_table(headers, rows),
             "",
+            "With N = 3 the first proposal still waits for 4 hours at the new level: the trend needs "
+            "min_step_samples (4) hours on each side of a step to tell it from outliers, and until then the "
+            "latest hours disagree with it. The longest delays come from outages just after the step.",
+            "",
             "Proposals on the test's creep and oscillation histories (asked every 12 h from hour 24): "
             f"**{made} of {asked}**.",
         ]

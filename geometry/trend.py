@@ -12,12 +12,13 @@ least squares, weights ``1 / (σ² + floor²)`` (the floor stands for jitter the
   ``min_period_hours`` to span / ``min_cycles`` and refined): thermal, day-night.
 
 The model with the smallest BIC, ``χ² / s² + k ln n`` (k parameters, n valid angle-hours), wins. ``s >= 1``
-is a robust scale (1.4826 median |r / σ|) of the best-fitting model's normalised residuals, so σ reported too
-small make s larger instead of inventing trends. Residuals beyond ``outlier_z`` s σ of the winning model are
-outliers: they are dropped and the models fitted again. A model whose effect (step size, total creep over the
-history, oscillation amplitude) stays below ``min_effect_deg`` in every angle counts as stable. The
-confidence is the BIC weight of the class: ``exp(-BIC / 2)`` summed over the models of that class,
-normalised over all five.
+is the smallest robust scale (1.4826 median |r / σ|) of the models' normalised residuals r / σ, so σ
+reported too small make s larger instead of inventing trends. Residuals beyond ``outlier_z`` s σ of the
+winning model are outliers: they are dropped and the models fitted again. A model whose effect (step size,
+total creep over the history, oscillation amplitude) stays below ``min_effect_deg`` in every angle counts as
+stable. The confidence is the BIC weight of the class: ``exp(-BIC / 2)`` summed over the models of that
+class, normalised over all models fitted. Creep is any parabola: its monotony within the history is not
+checked.
 
 Units: hours (any origin, e.g. hours since the Unix epoch), degrees, degrees per day for creep rates.
 """
