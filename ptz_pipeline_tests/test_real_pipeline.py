@@ -44,8 +44,8 @@ SPEC = {"kind": "simulated", "image_width": 256, "image_height": 192, "hfov_deg"
 only by DISTURBANCE, so each truth is exact whenever its scans were taken."""
 GRID = {"horizontal_stops": 4, "vertical_stops": 2, "pan_min": 0, "pan_max": 270, "tilt_min": -20,
         "tilt_max": -8, "zoom": 0.0}
-QUERY_STOPS = [[0.0, -20.0, 0.0], [90.0, -8.0, 0.0], [180.0, -20.0, 0.0]]
-"""Active-mode query stops: three of the reference grid's stops."""
+QUERY_STOPS = [[0.0, -20.0, 0.0], [180.0, -8.0, 0.0]]
+"""Active-mode query stops: two of the reference grid's stops, one per row."""
 DISTURBANCE = (0.3, -0.1, 0.05)
 """The mount's motion between reference and query (yaw, pitch, roll degrees)."""
 ONVIF_CAMERA, LOCAL_CAMERA = "field__onvif-cam", "field-local__sim-cam"
