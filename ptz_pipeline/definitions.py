@@ -6,13 +6,13 @@ from __future__ import annotations
 import dagster as dg
 
 from ptz_pipeline import jobs, schedules, sensors
-from ptz_pipeline.assets import intrinsics, offsets, query, r_align, reference, reports
+from ptz_pipeline.assets import drift, intrinsics, offsets, query, r_align, reference, reports
 from ptz_pipeline.settings import deployment_resources
 
 
 def build_definitions(resources: dict[str, object] | None = None) -> dg.Definitions:
     return dg.Definitions(
-        assets=dg.load_assets_from_modules([intrinsics, reference, r_align, query, offsets, reports]),
+        assets=dg.load_assets_from_modules([intrinsics, reference, r_align, query, offsets, reports, drift]),
         jobs=[jobs.calibration_job, jobs.capture_job, jobs.estimate_job, jobs.report_job],
         schedules=[schedules.daily_report_schedule],
         sensors=[
@@ -20,6 +20,7 @@ def build_definitions(resources: dict[str, object] | None = None) -> dg.Definiti
             sensors.hourly_active_capture,
             sensors.passive_capture,
             sensors.offsets_after_capture,
+            sensors.drift_after_estimate,
         ],
         resources=resources or deployment_resources(),
     )

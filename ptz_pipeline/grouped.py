@@ -61,30 +61,41 @@ class GroupedOutcome:
             )
 
 
-def grouped_hourly_asset(
+def grouped_asset(
     key: dg.AssetKey,
+    partitions_def: dg.PartitionsDefinition,
     deps: list,
     description: str,
+    group_name: str,
     check_specs: list[dg.AssetCheckSpec] | None = None,
+    kinds: set[str] | None = None,
 ):
-    """Decorator for a camera x hour asset that runs many partitions in one run (BackfillPolicy.single_run)
-    and reports each partition itself (GroupedOutcome): one camera's failure fails only its own keys."""
+    """Decorator for an asset that runs many partitions in one run (BackfillPolicy.single_run) and reports
+    each partition itself (GroupedOutcome): one camera's failure fails only its own keys."""
     return dg.multi_asset(
         specs=[
             dg.AssetSpec(
                 key,
-                partitions_def=camera_hour_partitions,
-                group_name="monitoring",
+                partitions_def=partitions_def,
+                group_name=group_name,
                 deps=deps,
                 skippable=True,
                 description=description,
+                kinds=kinds,
             )
         ],
         check_specs=check_specs,
-        partitions_def=camera_hour_partitions,
+        partitions_def=partitions_def,
         backfill_policy=dg.BackfillPolicy.single_run(),
         can_subset=True,
     )
+
+
+def grouped_hourly_asset(
+    key: dg.AssetKey, deps: list, description: str, check_specs: list[dg.AssetCheckSpec] | None = None
+):
+    """:func:`grouped_asset` over camera x hour partitions in the monitoring group."""
+    return grouped_asset(key, camera_hour_partitions, deps, description, "monitoring", check_specs)
 
 
 SITE_TAG = "ptz/deployment"
@@ -93,10 +104,11 @@ SITE_TAG = "ptz/deployment"
 def site_requests(
     context: dg.SensorEvaluationContext, asset_key: dg.AssetKey, partition_keys: list[str], reason: str
 ) -> list[dg.RunRequest]:
-    """One RunRequest per deployment covering exactly ``partition_keys`` (camera|hour) of ``asset_key``."""
+    """One RunRequest per deployment covering exactly ``partition_keys`` (camera|hour, or camera keys) of
+    ``asset_key``."""
     by_site: dict[str, set[str]] = defaultdict(set)
     for key in partition_keys:
-        camera, _ = split_camera_hour(key)
+        camera = split_camera_hour(key)[0] if "|" in key else key
         by_site[split_camera_key(camera)[0]].add(key)
     return [
         explicit_keys_request(context, asset_key, sorted(keys), {SITE_TAG: site, "ptz/reason": reason})

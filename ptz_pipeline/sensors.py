@@ -7,11 +7,18 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
+from ptz_pipeline.assets.drift import CAMERA_DRIFT
 from ptz_pipeline.assets.offsets import ORIENTATION_OFFSETS
 from ptz_pipeline.assets.query import QUERY_SCAN
 from ptz_pipeline.grouped import site_requests
 from ptz_pipeline.jobs import calibration_job
-from ptz_pipeline.partitions import camera_hour_key, camera_partition_changes, camera_partitions, hour_key
+from ptz_pipeline.partitions import (
+    camera_hour_key,
+    camera_partition_changes,
+    camera_partitions,
+    hour_key,
+    split_camera_hour,
+)
 from ptz_pipeline.resources.camera import DevicesResource
 
 
@@ -65,17 +72,37 @@ def passive_capture(context: dg.SensorEvaluationContext, devices: DevicesResourc
     return _hourly_capture(context, devices, "passive")
 
 
+def _new_materializations(
+    context: dg.SensorEvaluationContext, asset_key: dg.AssetKey
+) -> tuple[list[str], str | None]:
+    """(sorted partition keys of ``asset_key`` materialized since the cursor, the new cursor)."""
+    after = int(context.cursor) if context.cursor else None
+    result = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=asset_key, after_storage_id=after), limit=1000, ascending=True
+    )
+    keys = sorted({r.partition_key for r in result.records if r.partition_key})
+    return keys, str(max(r.storage_id for r in result.records)) if result.records else None
+
+
 @dg.sensor(minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING)
 def offsets_after_capture(context: dg.SensorEvaluationContext) -> dg.SensorResult:
     """Estimation follows capture: new query_scan materializations -> orientation_offsets, per site."""
-    after = int(context.cursor) if context.cursor else None
-    result = context.instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=QUERY_SCAN, after_storage_id=after), limit=1000, ascending=True
-    )
-    if not result.records:
+    keys, cursor = _new_materializations(context, QUERY_SCAN)
+    if not keys:
         return dg.SensorResult(skip_reason="no new query scans")
-    keys = sorted({r.partition_key for r in result.records if r.partition_key})
-    cursor = str(max(r.storage_id for r in result.records))
     return dg.SensorResult(
         run_requests=site_requests(context, ORIENTATION_OFFSETS, keys, "captured"), cursor=cursor
+    )
+
+
+@dg.sensor(minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING)
+def drift_after_estimate(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+    """The per-camera drift view follows estimation: cameras with new orientation_offsets -> camera_drift,
+    one run per site."""
+    keys, cursor = _new_materializations(context, ORIENTATION_OFFSETS)
+    if not keys:
+        return dg.SensorResult(skip_reason="no new estimates")
+    cameras = sorted({split_camera_hour(k)[0] for k in keys})
+    return dg.SensorResult(
+        run_requests=site_requests(context, CAMERA_DRIFT, cameras, "estimated"), cursor=cursor
     )
