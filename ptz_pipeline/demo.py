@@ -123,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     from ptz_pipeline.partitions import (
         camera_hour_range_tags,
         camera_partition_changes,
+        camera_range_tags,
         camera_partitions,
         hour_start,
         recent_hours,
@@ -173,6 +174,10 @@ def main(argv: list[str] | None = None) -> int:
     step(
         f"estimate orientation offsets: {len(keys)} cameras x {len(hours)} hours in one run",
         lambda: run_job("estimate_offsets", tags=tags).success,
+    )
+    step(
+        f"per-camera drift views (plot, last hours, trend): {len(keys)} cameras in one run",
+        lambda: run_job("drift_view", tags=camera_range_tags(keys)).success,
     )
     step(
         "daily Excel + Parquet report", lambda: run_job("daily_report", partition_key=hours[-1][:10]).success

@@ -1,4 +1,5 @@
-"""Asset jobs: calibration per camera, capture and estimation per camera-hour, the daily report."""
+"""Asset jobs: calibration per camera, capture and estimation per camera-hour, the per-camera drift view,
+the daily report."""
 
 from __future__ import annotations
 
@@ -12,5 +13,8 @@ calibration_job = dg.define_asset_job(
 capture_job = dg.define_asset_job("capture_queries", selection=dg.AssetSelection.assets("query_scan"))
 estimate_job = dg.define_asset_job(
     "estimate_offsets", selection=dg.AssetSelection.assets("orientation_offsets")
+)
+drift_view_job = dg.define_asset_job(
+    "drift_view", selection=dg.AssetSelection.assets("camera_drift"), description="The per-camera drift views."
 )
 report_job = dg.define_asset_job("daily_report", selection=dg.AssetSelection.assets("offsets_report"))

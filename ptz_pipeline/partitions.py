@@ -51,6 +51,14 @@ def camera_hour_range_tags(cameras: list[str], hours: list[str]) -> dict[str, st
     }
 
 
+def camera_range_tags(cameras: list[str]) -> dict[str, str]:
+    """Run tags covering the camera partitions from the first to the last of ``cameras`` (same caveat)."""
+    return {
+        "dagster/asset_partition_range_start": cameras[0],
+        "dagster/asset_partition_range_end": cameras[-1],
+    }
+
+
 def camera_partition_changes(existing: set[str], wanted: list[str]) -> tuple[list[str], list[str]]:
     """(camera keys to add in ``wanted`` order, keys to remove sorted) to make the partitions ``wanted``."""
     return [k for k in wanted if k not in existing], sorted(existing - set(wanted))
