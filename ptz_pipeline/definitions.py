@@ -13,7 +13,13 @@ from ptz_pipeline.settings import deployment_resources
 def build_definitions(resources: dict[str, object] | None = None) -> dg.Definitions:
     return dg.Definitions(
         assets=dg.load_assets_from_modules([intrinsics, reference, r_align, query, offsets, reports, drift]),
-        jobs=[jobs.calibration_job, jobs.capture_job, jobs.estimate_job, jobs.drift_view_job, jobs.report_job],
+        jobs=[
+            jobs.calibration_job,
+            jobs.capture_job,
+            jobs.estimate_job,
+            jobs.drift_view_job,
+            jobs.report_job,
+        ],
         schedules=[schedules.daily_report_schedule],
         sensors=[
             sensors.devices_sensor,

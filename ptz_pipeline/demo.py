@@ -123,8 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     from ptz_pipeline.partitions import (
         camera_hour_range_tags,
         camera_partition_changes,
-        camera_range_tags,
         camera_partitions,
+        camera_range_tags,
         hour_start,
         recent_hours,
     )

@@ -15,6 +15,6 @@ estimate_job = dg.define_asset_job(
     "estimate_offsets", selection=dg.AssetSelection.assets("orientation_offsets")
 )
 drift_view_job = dg.define_asset_job(
-    "drift_view", selection=dg.AssetSelection.assets("camera_drift"), description="The per-camera drift views."
+    "drift_view", selection=dg.AssetSelection.assets("camera_drift"), description="Per-camera drift views."
 )
 report_job = dg.define_asset_job("daily_report", selection=dg.AssetSelection.assets("offsets_report"))
