@@ -63,7 +63,8 @@ def _estimation() -> DriftEstimationResource:
     )
 
 
-def _slack() -> SlackResource:
+def slack_resource() -> SlackResource:
+    """Slack from SLACK_ACCESS_TOKEN / SLACK_WEBHOOK_URL / SLACK_CHANNEL (the log when neither is set)."""
     return SlackResource(
         access_token=_secret("SLACK_ACCESS_TOKEN"),
         webhook_url=_secret("SLACK_WEBHOOK_URL"),
@@ -78,7 +79,7 @@ def local_resources(data_dir: str | None = None, devices_path: str | None = None
     return {
         "storage": ObjectStorageResource(url=_env("PTZ_STORAGE_URL", str(data / "storage"))),
         "iceberg": IcebergResource(warehouse_dir=str(data / "iceberg")),
-        "slack": _slack(),
+        "slack": slack_resource(),
         "devices": DevicesResource(path=devices_path or _env("PTZ_DEVICES", "devices.yaml")),
         "camera": PTZCameraResource(),
         "estimation": _estimation(),
