@@ -6,6 +6,8 @@ pixel's centre. Distortion follows OpenCV's model: (k1, k2, p1, p2[, k3[, k4, k5
 
 from __future__ import annotations
 
+import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -111,6 +113,10 @@ class Intrinsics:
         return Intrinsics(K, self.dist, self.image_size)
 
 
+_ZIP_MAGIC = b"PK\x03\x04"
+"""An npz archive is a zip file: its first local file header."""
+
+
 def save_calibration(path: str | Path | BinaryIO, intr: Intrinsics, rms: float) -> None:
     """Write the seed's ``calibration.npz`` (camera_matrix, dist_coeffs, image_size, rms): path or file."""
     np.savez(
@@ -122,19 +128,36 @@ def save_calibration(path: str | Path | BinaryIO, intr: Intrinsics, rms: float) 
     )
 
 
-def load_calibration(path: str | Path | BinaryIO) -> tuple[Intrinsics, float]:
-    """Read a seed-compatible ``calibration.npz`` from a path or file; returns (intrinsics, rms in pixels)."""
-    if not hasattr(path, "read"):
+def load_calibration(path: str | Path | BinaryIO, source: str | None = None) -> tuple[Intrinsics, float]:
+    """Read a seed-compatible ``calibration.npz`` from a path or file; returns (intrinsics, rms in pixels).
+
+    Errors name the file (``source``, e.g. a storage URI, for a file object): FileNotFoundError when it is
+    absent, ValueError when it is not an npz archive, is truncated or lacks the seed's arrays.
+    """
+    if hasattr(path, "read"):
+        name = source or str(getattr(path, "name", "calibration file"))
+        start = path.tell()
+        magic = path.read(len(_ZIP_MAGIC))
+        path.seek(start)
+    else:
         path = Path(path)
+        name = source or str(path)
         if not path.exists():
             raise FileNotFoundError(f"calibration file not found: {path}")
-    with np.load(path) as z:
-        missing = {"camera_matrix", "dist_coeffs"} - set(z.files)
-        if missing:
-            raise ValueError(f"{path}: missing {sorted(missing)} (expected the seed's calibration.npz)")
-        size = tuple(int(v) for v in z["image_size"]) if "image_size" in z.files else (0, 0)
-        rms = float(z["rms"]) if "rms" in z.files else float("nan")
-        return Intrinsics(z["camera_matrix"], z["dist_coeffs"], size), rms
+        with path.open("rb") as file:
+            magic = file.read(len(_ZIP_MAGIC))
+    if magic != _ZIP_MAGIC:
+        raise ValueError(f"{name}: not an npz archive (expected the seed's calibration.npz)")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            missing = {"camera_matrix", "dist_coeffs"} - set(z.files)
+            if missing:
+                raise ValueError(f"missing {sorted(missing)} (expected the seed's calibration.npz)")
+            size = tuple(int(v) for v in z["image_size"]) if "image_size" in z.files else (0, 0)
+            rms = float(z["rms"]) if "rms" in z.files else float("nan")
+            return Intrinsics(z["camera_matrix"], z["dist_coeffs"], size), rms
+    except (ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        raise ValueError(f"{name}: not a readable calibration .npz ({exc})") from None
 
 
 @dataclass(frozen=True)

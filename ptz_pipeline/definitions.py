@@ -11,6 +11,13 @@ from ptz_pipeline.settings import deployment_resources
 
 
 def build_definitions(resources: dict[str, object] | None = None) -> dg.Definitions:
+    """The code location's definitions with ``resources`` (default: PTZ_DEPLOYMENT's set).
+
+    The fleet file the ``devices`` resource points at is validated here, so a broken devices.yaml fails
+    loading (and ``dagster definitions validate``) with its one-line error instead of every later run.
+    """
+    resources = resources or deployment_resources()
+    resources["devices"].fleet()
     return dg.Definitions(
         assets=dg.load_assets_from_modules([intrinsics, reference, r_align, query, offsets, reports, drift]),
         jobs=[
@@ -28,7 +35,7 @@ def build_definitions(resources: dict[str, object] | None = None) -> dg.Definiti
             sensors.offsets_after_capture,
             sensors.drift_after_estimate,
         ],
-        resources=resources or deployment_resources(),
+        resources=resources,
     )
 
 

@@ -1,26 +1,31 @@
 """Scan folders (reference and query) in object storage: layout, manifest.json, images and features.
 
 Layout (same keys on a local directory or S3), see ARCHITECTURE.md:
-``{deployment}/{camera}/reference_scan/{manifest.json,images/,features/}`` and
+``{deployment}/{camera}/reference_scan/v{NNNN}/{manifest.json,images/,features/}`` (one folder per reference
+version, ptz_pipeline.versions; the seed's unversioned ``reference_scan/`` is version 0) and
 ``{deployment}/{camera}/query_scan/{YYYYMMDDTHHMMSSZ}/{manifest.json,images/,features/}``.
-manifest.json is written last, so a scan without it is incomplete and never read.
+manifest.json is written last, so a scan without it is incomplete and never read. Bad files raise errors of
+one line naming the file: FileNotFoundError (a missing image) or ValueError (``FILE: key: problem``).
 """
 
 from __future__ import annotations
 
 import io
+import zipfile
+import zlib
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Literal, Protocol
 
 import cv2
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from geometry.camera import Intrinsics, ZoomModel
 from geometry.drift import FrameObservation
 from geometry.features import FeatureExtractor, Features
 from geometry.refine import grey
+from ptz_pipeline import versions
 
 
 class Storage(Protocol):
@@ -44,11 +49,12 @@ class ScanFrame(BaseModel):
 
 
 class ScanManifest(BaseModel):
-    """The scan folder's manifest.json (format in ARCHITECTURE.md, "Storage layout")."""
+    """The scan folder's manifest.json (format in ARCHITECTURE.md, "Storage layout"); ``created`` is
+    informative only, so a manifest without it is accepted."""
 
     camera: str
     kind: Literal["reference", "query"]
-    created: datetime
+    created: datetime | None = None
     frames: list[ScanFrame]
     mode: str | None = None
 
@@ -58,8 +64,9 @@ def camera_root(deployment: str, camera: str) -> str:
     return f"{deployment}/{camera}"
 
 
-def reference_prefix(deployment: str, camera: str) -> str:
-    return f"{camera_root(deployment, camera)}/reference_scan"
+def reference_prefix(deployment: str, camera: str, version: int = 0) -> str:
+    """Folder of reference scan ``version`` (0: the seed's unversioned folder)."""
+    return versions.version_prefix(deployment, camera, "reference", version)
 
 
 def hour_stamp(t: datetime) -> str:
@@ -108,17 +115,47 @@ def write_scan(
     return manifest
 
 
+class ManifestError(ValueError):
+    """An invalid manifest.json; the message is one line, ``FILE: key: problem[; key: problem]``."""
+
+
+def _field_path(loc: tuple[int | str, ...]) -> str:
+    """Pydantic error location -> ``frames[0].tilt``."""
+    path = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc)
+    return path.lstrip(".") or "(top level)"
+
+
 def read_manifest(storage: Storage, prefix: str) -> ScanManifest | None:
-    """The scan's manifest, or None when the scan is absent or incomplete (no manifest.json)."""
+    """The scan's manifest, or None when the scan is absent or incomplete (no manifest.json).
+
+    ManifestError (one line, ``FILE: key: problem; key: problem``) when it is not a valid manifest.
+    """
     key = f"{prefix}/manifest.json"
     if not storage.exists(key):
         return None
-    return ScanManifest.model_validate_json(storage.get_bytes(key))
+    try:
+        return ScanManifest.model_validate_json(storage.get_bytes(key))
+    except ValidationError as exc:
+        problems = "; ".join(f"{_field_path(e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise ManifestError(f"{storage.uri(key)}: {problems}") from None
+
+
+def read_image(storage: Storage, prefix: str, frame: ScanFrame) -> np.ndarray:
+    """One frame's image (RGB uint8); FileNotFoundError naming the manifest and the frame when the image
+    it names is missing, ValueError naming the image when it does not decode."""
+    key = f"{prefix}/{frame.image}"
+    try:
+        data = storage.get_bytes(key)
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"{storage.uri(f'{prefix}/manifest.json')}: frame {frame.image!r}: no image at {storage.uri(key)}"
+        ) from None
+    return decode_image(data, storage.uri(key))
 
 
 def read_images(storage: Storage, prefix: str, manifest: ScanManifest) -> list[np.ndarray]:
     """Decode every frame of the scan (RGB uint8)."""
-    return [decode_image(storage.get_bytes(f"{prefix}/{f.image}"), f.image) for f in manifest.frames]
+    return [read_image(storage, prefix, f) for f in manifest.frames]
 
 
 def features_key(prefix: str, frame: ScanFrame) -> str:
@@ -137,8 +174,13 @@ def write_features(storage: Storage, prefix: str, frame: ScanFrame, feats: Featu
 
 
 def read_features(storage: Storage, prefix: str, frame: ScanFrame) -> Features:
-    """Load one frame's features written by :func:`write_features`."""
-    return Features.load_npz(io.BytesIO(storage.get_bytes(features_key(prefix, frame))))
+    """Load one frame's features written by :func:`write_features`; ValueError naming the file when it is
+    not a readable features npz (e.g. truncated)."""
+    key = features_key(prefix, frame)
+    try:
+        return Features.load_npz(io.BytesIO(storage.get_bytes(key)))
+    except (ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        raise ValueError(f"{storage.uri(key)}: not a readable features file ({exc})") from None
 
 
 def chessboard_prefix(deployment: str, camera: str) -> str:
@@ -146,24 +188,25 @@ def chessboard_prefix(deployment: str, camera: str) -> str:
     return f"{camera_root(deployment, camera)}/intrinsics/chessboard"
 
 
-def calibration_key(deployment: str, camera: str) -> str:
-    """The seed's calibration.npz (camera_matrix, dist_coeffs, image_size, rms)."""
-    return f"{camera_root(deployment, camera)}/intrinsics/calibration.npz"
+def calibration_key(deployment: str, camera: str, version: int = 0) -> str:
+    """The seed's calibration.npz (camera_matrix, dist_coeffs, image_size, rms) of intrinsics ``version``
+    (0: the seed's unversioned file)."""
+    return f"{versions.version_prefix(deployment, camera, 'intrinsics', version)}/calibration.npz"
 
 
-def zoom_model_key(deployment: str, camera: str) -> str:
-    """zoom -> focal-length table (JSON: {"zoom": [...], "focal_px": [...]})."""
-    return f"{camera_root(deployment, camera)}/intrinsics/zoom_model.json"
+def zoom_model_key(deployment: str, camera: str, version: int = 0) -> str:
+    """zoom -> focal-length table (JSON: {"zoom": [...], "focal_px": [...]}) of intrinsics ``version``."""
+    return f"{versions.version_prefix(deployment, camera, 'intrinsics', version)}/zoom_model.json"
 
 
-def control_points_key(deployment: str, camera: str) -> str:
-    """Surveyed control points for R_align (format: geometry.alignment.load_control_points)."""
-    return f"{camera_root(deployment, camera)}/r_align/control_points.json"
+def control_points_key(deployment: str, camera: str, fmt: Literal["json", "csv"] = "json") -> str:
+    """Surveyed control points for R_align, as JSON or CSV (formats: geometry.alignment)."""
+    return f"{camera_root(deployment, camera)}/r_align/control_points.{fmt}"
 
 
-def r_align_key(deployment: str, camera: str) -> str:
-    """R_align.npy (3x3 float64, mount -> world)."""
-    return f"{camera_root(deployment, camera)}/r_align/R_align.npy"
+def r_align_key(deployment: str, camera: str, version: int = 0) -> str:
+    """R_align.npy (3x3 float64, mount -> world) of R_align ``version`` (0: the seed's unversioned file)."""
+    return f"{versions.version_prefix(deployment, camera, 'r_align', version)}/R_align.npy"
 
 
 def encode_png(image_rgb: np.ndarray) -> bytes:
@@ -192,18 +235,17 @@ def scan_observations(
     """
     out = []
     for frame in manifest.frames:
-        key = f"{prefix}/{frame.image}"
-        image = decode_image(storage.get_bytes(key), frame.image) if with_images else None
+        image = read_image(storage, prefix, frame) if with_images else None
         has_stored = storage.exists(features_key(prefix, frame))
         stored = read_features(storage, prefix, frame) if has_stored else None
         if stored is not None and (extractor is None or stored.kind == extractor.kind):
             feats = stored
         elif extractor is None:
-            raise FileNotFoundError(f"no features for {key}; extract them first")
-        else:
-            feats = extractor.extract(
-                image if image is not None else decode_image(storage.get_bytes(key), key)
+            raise FileNotFoundError(
+                f"no features at {storage.uri(features_key(prefix, frame))}; extract them first"
             )
+        else:
+            feats = extractor.extract(image if image is not None else read_image(storage, prefix, frame))
             write_features(storage, prefix, frame, feats)
         intrinsics = zoom_model.intrinsics_at(base, frame.zoom)  # at the calibrated image size
         if base.image_size[0] > 0 and feats.image_size != base.image_size:  # e.g. a stream of another size
