@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -103,6 +104,15 @@ def demo_table(resources: dict, fleet, hours: list[str]):
     return pd.DataFrame(out)
 
 
+def prepare_dagster_home(path: Path) -> Path:
+    """Create the demo instance folder with the repository's dagster.yaml (run monitoring, the run queue)
+    unless it has one already; returns the folder."""
+    path.mkdir(parents=True, exist_ok=True)
+    if not (path / "dagster.yaml").exists():
+        shutil.copyfile(REPO_ROOT / "dagster.yaml", path / "dagster.yaml")
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--hours", type=int, default=6, help="hourly partitions to capture and estimate")
@@ -111,8 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     home = Path(args.home).resolve()
-    (home / "dagster_home").mkdir(parents=True, exist_ok=True)
-    os.environ["DAGSTER_HOME"] = str(home / "dagster_home")
+    os.environ["DAGSTER_HOME"] = str(prepare_dagster_home(home / "dagster_home"))
     os.environ["PTZ_DATA_DIR"] = str(home / "data")
     os.environ["PTZ_DEVICES"] = args.devices
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -36,6 +37,29 @@ class CapturePosition(BaseModel):
     pan: float
     tilt: float
     zoom: float
+
+
+@dataclass(frozen=True)
+class UsedVersions:
+    """The calibration versions a camera-hour used (None: not known, e.g. its calibration failed to load);
+    ``note`` says when a version newer than the hour had to be used (ptz_pipeline.versions)."""
+
+    reference: int | None = None
+    intrinsics: int | None = None
+    r_align: int | None = None
+    note: str | None = None
+
+    def columns(self) -> dict[str, int | str | None]:
+        """The row's version columns."""
+        return {
+            "reference_version": self.reference,
+            "intrinsics_version": self.intrinsics,
+            "r_align_version": self.r_align,
+            "version_note": self.note,
+        }
+
+
+NO_VERSIONS = UsedVersions()
 
 
 class RowError(ValueError):
@@ -68,6 +92,13 @@ class ResultRow(BaseModel):
     partition_key: str = Field(min_length=1, description="Dagster partition key of the row")
     run_id: str | None = Field(None, description="Dagster run that wrote the row")
     written_at: AwareDatetime = Field(default_factory=lambda: datetime.now(UTC))
+    # Added later, so at the end: Iceberg field ids of the columns above stay, existing tables gain these.
+    reference_version: int | None = Field(None, description="reference scan version the estimate used")
+    intrinsics_version: int | None = Field(None, description="intrinsics version the estimate used")
+    r_align_version: int | None = Field(None, description="R_align version valid at the hour")
+    version_note: str | None = Field(
+        None, description="set when a calibration version newer than the hour had to be used"
+    )
 
     @field_validator(
         "pitch_offset", "yaw_offset", "roll_offset", "sigma_yaw", "sigma_pitch", "sigma_roll", mode="before"
@@ -117,6 +148,7 @@ class ResultRow(BaseModel):
         estimate: DriftEstimate,
         capture_positions: list[dict] | None,
         files_location: str | None,
+        versions: UsedVersions = NO_VERSIONS,
     ) -> ResultRow:
         """The row of a camera-hour's drift estimate (offsets null when it failed)."""
         return cls(
@@ -138,6 +170,7 @@ class ResultRow(BaseModel):
             failure_logs=estimate.reason or None,
             partition_key=partition_key,
             run_id=run_id,
+            **versions.columns(),
         )
 
     @classmethod
@@ -149,6 +182,7 @@ class ResultRow(BaseModel):
         run_id: str | None,
         reason: str,
         files_location: str | None = None,
+        versions: UsedVersions = NO_VERSIONS,
     ) -> ResultRow:
         """A success=false row: no offsets, the reason in failure_logs."""
         return cls(
@@ -162,6 +196,7 @@ class ResultRow(BaseModel):
             failure_logs=reason,
             partition_key=partition_key,
             run_id=run_id,
+            **versions.columns(),
         )
 
     def within_threshold(self, threshold_deg: float) -> bool:
@@ -170,8 +205,9 @@ class ResultRow(BaseModel):
             self.pitch_offset, self.yaw_offset, self.roll_offset, self.success, threshold_deg
         )
 
-    def metadata(self) -> dict[str, float | int | None]:
-        """Numeric values for the UI (plotted per partition): degrees, σ degrees, counts."""
+    def metadata(self) -> dict[str, float | int | str | None]:
+        """Values for the UI (numbers are plotted per partition): degrees, σ degrees, counts, the calibration
+        versions used (and the note when one was newer than the hour)."""
         return {
             "yaw_deg": self.yaw_offset,
             "pitch_deg": self.pitch_offset,
@@ -181,6 +217,10 @@ class ResultRow(BaseModel):
             "sigma_roll_deg": self.sigma_roll,
             "inliers": self.inliers,
             "frames": self.n_frames,
+            "reference_version": self.reference_version,
+            "intrinsics_version": self.intrinsics_version,
+            "r_align_version": self.r_align_version,
+            **({"version_note": self.version_note} if self.version_note else {}),
         }
 
     def record(self) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from ptz_pipeline.resources.slack import SlackResource
 from ptz_pipeline.scans import query_prefix, r_align_key, read_manifest
 from ptz_pipeline.settings import local_resources
 from ptz_pipeline.sim.truth import true_drift
+from ptz_pipeline.versions import current
 
 pytest_plugins = ["ptz_pipeline_tests.servers"]
 pytestmark = pytest.mark.integration
@@ -111,7 +112,8 @@ def test_calibration_recovers_the_simulated_cameras(pipeline: Pipeline) -> None:
         intr, _ = load_intrinsics(storage, cam)
         assert abs(intr.fx / spec.intrinsics.fx - 1) < 0.005
         assert abs(intr.K[0, 2] - spec.intrinsics.K[0, 2]) < 2.0
-        R_align = np.load(io.BytesIO(storage.get_bytes(r_align_key(cam.deployment, cam.name))))
+        version = current(storage, cam.deployment, cam.name, "r_align").number
+        R_align = np.load(io.BytesIO(storage.get_bytes(r_align_key(cam.deployment, cam.name, version))))
         ref_time = datetime.now(UTC)
         # the reference was captured minutes ago; the mount moves < 0.01° in that time
         assert rotation_angle_deg(R_align, spec.R_WB(ref_time)) < 0.05

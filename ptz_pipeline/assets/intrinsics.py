@@ -4,7 +4,7 @@ import dagster as dg
 
 from geometry.intrinsics import calibrate_chessboard, parse_pattern
 from ptz_pipeline import scans
-from ptz_pipeline.assets.common import store_intrinsics
+from ptz_pipeline.assets.common import store_intrinsics, versioned_result
 from ptz_pipeline.partitions import camera_partitions
 from ptz_pipeline.resources.camera import DevicesResource
 from ptz_pipeline.resources.storage import ObjectStorageResource
@@ -35,8 +35,8 @@ def camera_intrinsics(
 ) -> dg.MaterializeResult:
     """Intrinsics (K, distortion; pixels) from chessboard photos in ``{camera}/intrinsics/chessboard/``.
 
-    Writes the seed's
-    ``calibration.npz`` and the zoom -> focal table (devices.yaml ``zoom_focal_ratio`` x calibrated fx).
+    Writes a new version (ptz_pipeline.versions) of the seed's ``calibration.npz`` and the zoom -> focal
+    table (devices.yaml ``zoom_focal_ratio`` x calibrated fx); earlier versions stay for the hours they cover.
     """
     cam = devices.camera(context.partition_key)
     prefix = scans.chessboard_prefix(cam.deployment, cam.name)
@@ -49,9 +49,13 @@ def camera_intrinsics(
     images = [scans.decode_image(storage.get_bytes(k), k) for k in keys]
     context.log.info(f"{cam.key}: calibrating from {len(images)} chessboard photos")
     calib = calibrate_chessboard(images, pattern=parse_pattern(config.pattern), square_size_m=config.square_m)
-    store_intrinsics(storage, cam, calib.intrinsics, calib.rms)
+    version = store_intrinsics(
+        storage, cam, calib.intrinsics, calib.rms, run_id=context.run.run_id, chessboard_photos=keys
+    )
     K = calib.intrinsics.K
-    return dg.MaterializeResult(
+    return versioned_result(
+        storage,
+        version,
         metadata={
             "rms_px": float(calib.rms),
             "fx": float(K[0, 0]),
@@ -60,7 +64,6 @@ def camera_intrinsics(
             "cy": float(K[1, 2]),
             "views_used": len(calib.used_views),
             "views_rejected": dg.MetadataValue.json([keys[int(v.split()[-1])] for v in calib.rejected_views]),
-            "path": dg.MetadataValue.path(storage.uri(scans.calibration_key(cam.deployment, cam.name))),
         },
         check_results=[
             dg.AssetCheckResult(

@@ -1,12 +1,28 @@
-"""orientation_offsets (camera x hour): mount drift from stored query scans, idempotent Iceberg rows."""
+"""orientation_offsets (camera x hour): mount drift from stored query scans, idempotent Iceberg rows.
+
+The unit of failure is the camera-hour. Each one is estimated against the calibration versions valid at its
+hour (ptz_pipeline.versions) within the storage resource's ``camera_hour_deadline_s``; any error (a corrupt
+file, calibration that fails to load, a storage endpoint that never answers) becomes that camera-hour's
+failure row, naming the camera, the hour and the file, and the other camera-hours go on. A failed re-estimate
+never replaces a successful row, and an hour's Slack report is sent again only when it changed.
+"""
 
 import time
+from dataclasses import dataclass
+from datetime import datetime
 
 import dagster as dg
 
-from geometry.drift import estimate_drift
+from geometry.camera import Intrinsics, ZoomModel
+from geometry.drift import FrameObservation, estimate_drift
+from geometry.matching import Matcher
 from ptz_pipeline import scans
-from ptz_pipeline.assets.common import load_intrinsics, load_reference_observations
+from ptz_pipeline.assets.common import (
+    CalibrationVersions,
+    load_intrinsics,
+    load_reference_observations,
+    within_deadline,
+)
 from ptz_pipeline.assets.intrinsics import camera_intrinsics
 from ptz_pipeline.assets.query import QUERY_SCAN
 from ptz_pipeline.assets.r_align import r_align
@@ -19,10 +35,94 @@ from ptz_pipeline.resources.estimation import DriftEstimationResource
 from ptz_pipeline.resources.iceberg import IcebergResource
 from ptz_pipeline.resources.slack import SlackResource
 from ptz_pipeline.resources.storage import ObjectStorageResource
-from ptz_pipeline.results import ResultRow
+from ptz_pipeline.results import ResultRow, UsedVersions
 
 ORIENTATION_OFFSETS = dg.AssetKey("orientation_offsets")
 OFFSET_CHECK = "offset_within_threshold"
+
+
+@dataclass(frozen=True)
+class _Calibration:
+    """One (intrinsics, reference scan) version pair, loaded: intrinsics at zoom 0, zoom model, reference
+    frames with features (and grey images for photometric refinement)."""
+
+    intrinsics: Intrinsics
+    zoom_model: ZoomModel
+    references: list[FrameObservation]
+
+
+class _CameraCalibrations:
+    """A camera's calibration for any hour of a run: version indexes read once, each version pair loaded once;
+    a pair that fails to load fails every hour that uses it, with the same reason."""
+
+    def __init__(self, storage: ObjectStorageResource, cam: CameraConfig, with_images: bool) -> None:
+        self.storage, self.cam, self.with_images = storage, cam, with_images
+        self._versions: CalibrationVersions | None = None
+        self._loaded: dict[tuple[int, int], _Calibration | Exception] = {}
+
+    def at(self, hour: datetime) -> tuple[_Calibration, UsedVersions]:
+        """The calibration valid at the hour beginning at ``hour`` (UTC) and the versions it is made of."""
+        if self._versions is None:
+            self._versions = CalibrationVersions.read(self.storage, self.cam)
+        intrinsics, reference, used = self._versions.at(hour)
+        pair = (intrinsics.number, reference.number)
+        if pair not in self._loaded:
+            try:
+                intr, zoom_model = load_intrinsics(self.storage, self.cam, intrinsics)
+                refs = load_reference_observations(
+                    self.storage, self.cam, intr, zoom_model, self.with_images, reference
+                )
+                self._loaded[pair] = _Calibration(intr, zoom_model, refs)
+            except Exception as exc:  # remembered: every hour using this pair fails with it
+                self._loaded[pair] = exc
+        loaded = self._loaded[pair]
+        if isinstance(loaded, Exception):
+            raise loaded
+        return loaded, used
+
+
+def _estimate_hour(
+    cam: CameraConfig,
+    hour: str,
+    run_id: str,
+    storage: ObjectStorageResource,
+    estimation: DriftEstimationResource,
+    matcher: Matcher,
+    calibrations: _CameraCalibrations,
+) -> ResultRow:
+    """One camera-hour's row from its stored query scan and the calibration valid at its hour."""
+    pk = str(camera_hour_key(cam.key, hour))
+    start = hour_start(hour)
+    prefix = scans.query_prefix(cam.deployment, cam.name, start)
+    manifest = scans.read_manifest(storage, prefix)
+    if manifest is None:
+        reason = f"{cam.key} hour {hour}: no query scan at {storage.uri(prefix)}"
+        return ResultRow.failure(cam, start, pk, run_id, reason, storage.uri(prefix))
+    calibration, used = calibrations.at(start)
+    queries = scans.scan_observations(
+        storage,
+        prefix,
+        manifest,
+        calibration.intrinsics,
+        calibration.zoom_model,
+        estimation.extractor(),
+        with_images=estimation.photometric_refinement,
+    )
+    with estimation.blas_limit():
+        report = estimate_drift(queries, calibration.references, matcher, estimation.drift_config())
+    positions = [{"pan": f.pan, "tilt": f.tilt, "zoom": f.zoom} for f in manifest.frames]
+    return ResultRow.from_estimate(cam, start, pk, run_id, report.joint, positions, storage.uri(prefix), used)
+
+
+def _summary(row: ResultRow) -> str:
+    """One log line of a row: offsets ± σ (degrees), or why it failed."""
+    if not row.success:
+        return f"failed: {row.failure_logs}"
+    return (
+        f"yaw={row.yaw_offset:+.4f}±{row.sigma_yaw:.4f} pitch={row.pitch_offset:+.4f}±{row.sigma_pitch:.4f} "
+        f"roll={row.roll_offset:+.4f}±{row.sigma_roll:.4f} inliers={row.inliers} "
+        f"versions r{row.reference_version}/i{row.intrinsics_version}/a{row.r_align_version}"
+    )
 
 
 def _camera_rows(
@@ -31,49 +131,30 @@ def _camera_rows(
     hours: list[str],
     storage: ObjectStorageResource,
     estimation: DriftEstimationResource,
+    matcher: Matcher,
 ) -> list[ResultRow]:
-    """One result row per requested hour of one camera; reference features are loaded once."""
-    intr, zoom_model = load_intrinsics(storage, cam)
-    refine = estimation.photometric_refinement
-    references = load_reference_observations(storage, cam, intr, zoom_model, with_images=refine)
-    matcher = estimation.matcher()
+    """One row per requested hour of one camera, each within the camera-hour deadline: an error becomes
+    that hour's failure row (camera, hour, the file) and the next hour goes on."""
+    calibrations = _CameraCalibrations(storage, cam, estimation.photometric_refinement)
+    run_id = context.run.run_id
     rows = []
     for i, hour in enumerate(hours, start=1):
-        pk = str(camera_hour_key(cam.key, hour))
-        start = hour_start(hour)
-        prefix = scans.query_prefix(cam.deployment, cam.name, start)
-        manifest = scans.read_manifest(storage, prefix)
-        if manifest is None:
-            rows.append(
-                ResultRow.failure(
-                    cam, start, pk, context.run.run_id, "no query scan for this hour", storage.uri(prefix)
-                )
-            )
-            continue
         t0 = time.perf_counter()
-        queries = scans.scan_observations(
-            storage, prefix, manifest, intr, zoom_model, estimation.extractor(), with_images=refine
-        )
-        with estimation.blas_limit():
-            report = estimate_drift(queries, references, matcher, estimation.drift_config())
-        positions = [{"pan": f.pan, "tilt": f.tilt, "zoom": f.zoom} for f in manifest.frames]
-        rows.append(
-            ResultRow.from_estimate(
-                cam, start, pk, context.run.run_id, report.joint, positions, storage.uri(prefix)
+        try:
+            row = within_deadline(
+                lambda hour=hour: _estimate_hour(
+                    cam, hour, run_id, storage, estimation, matcher, calibrations
+                ),
+                storage.camera_hour_deadline_s,
             )
-        )
-        j = report.joint
-        context.log.info(
-            f"{pk} ({i}/{len(hours)}): "
-            + (
-                f"yaw={j.yaw_deg:+.4f}±{j.sigma_yaw_deg:.4f} "
-                f"pitch={j.pitch_deg:+.4f}±{j.sigma_pitch_deg:.4f} "
-                f"roll={j.roll_deg:+.4f}±{j.sigma_roll_deg:.4f} inliers={j.inliers}"
-                if j.success
-                else f"insufficient evidence: {j.reason}"
-            )
-            + f" [{time.perf_counter() - t0:.1f} s]"
-        )
+        except Exception as exc:  # this camera-hour only
+            start = hour_start(hour)
+            location = storage.uri(scans.query_prefix(cam.deployment, cam.name, start))
+            reason = f"{cam.key} hour {hour}: {type(exc).__name__}: {exc}"
+            row = ResultRow.failure(cam, start, str(camera_hour_key(cam.key, hour)), run_id, reason, location)
+        log = context.log.info if row.success else context.log.warning
+        log(f"{row.partition_key} ({i}/{len(hours)}): {_summary(row)} [{time.perf_counter() - t0:.1f} s]")
+        rows.append(row)
     return rows
 
 
@@ -98,34 +179,47 @@ def orientation_offsets(
     iceberg: IcebergResource,
     slack: SlackResource,
 ):
-    """Estimate every requested camera-hour from stored scans only (backfills never touch a camera).
+    """Estimate every requested camera-hour from stored scans only (backfills never touch a camera), each
+    against the calibration versions valid at its hour (recorded in the row and its metadata).
 
-    All rows of the run replace earlier rows of the same partitions in one Iceberg transaction. A camera
-    whose estimate fails gets a success=false row, an alert and a FAILED partition; the others go on.
+    The run's rows replace earlier rows of the same partitions in one Iceberg transaction, except that a
+    failed estimate never replaces a successful row: the good row stays, and the partition's metadata says
+    the new attempt failed. A failed camera-hour gets a success=false row, an alert and a FAILED partition;
+    the others go on. Alerts for an hour already reported go out again only when the report changed.
     """
     fleet = devices.fleet()
+    matcher = estimation.matcher()
     rows: list[ResultRow] = []
     cams = {}
     for cam_key, hours in keys_by_camera(context.partition_keys).items():
-        cam = cams[cam_key] = fleet.camera(cam_key)
-        try:
-            rows += _camera_rows(context, cam, hours, storage, estimation)
-        except Exception as exc:  # missing calibration etc.: every hour of this camera fails, others go on
-            reason = f"{type(exc).__name__}: {exc}"
-            context.log.warning(f"{cam_key}: {reason}")
-            rows += [
-                ResultRow.failure(
-                    cam, hour_start(h), str(camera_hour_key(cam_key, h)), context.run.run_id, reason
-                )
-                for h in hours
-            ]
-    iceberg.replace_rows([r.partition_key for r in rows], rows)
+        cams[cam_key] = fleet.camera(cam_key)
+        rows += _camera_rows(context, cams[cam_key], hours, storage, estimation, matcher)
+    previous = iceberg.read_partitions([row.partition_key for row in rows])
+    kept = {
+        row.partition_key
+        for row in rows
+        if not row.success and row.partition_key in previous and previous[row.partition_key].success
+    }
+    written = [row for row in rows if row.partition_key not in kept]
+    iceberg.replace_rows([row.partition_key for row in written], written)
     outcome = GroupedOutcome.empty()
     for row in rows:
         cam = cams[camera_key(row.deployment, row.device_id)]
+        old = previous.get(row.partition_key)
+        if row.partition_key in kept:
+            context.log.warning(
+                f"{row.partition_key}: the re-estimate failed ({row.failure_logs}); kept the successful row "
+                f"of run {old.run_id}"
+            )
+            outcome.succeeded[row.partition_key] = {
+                **old.metadata(),
+                "kept_previous_row": True,
+                "failed_attempt": row.failure_logs,
+            }
+            continue
         if not row.success:
             outcome.failed[row.partition_key] = row.failure_logs or "estimate failed"
-            slack.send_result(row, cam.offset_threshold_deg)
+            slack.send_result(row, cam.offset_threshold_deg, old)
             continue
         outcome.succeeded[row.partition_key] = row.metadata()
         passed = row.within_threshold(cam.offset_threshold_deg)
@@ -140,5 +234,5 @@ def orientation_offsets(
             )
         )
         if not passed:
-            slack.send_result(row, cam.offset_threshold_deg)
+            slack.send_result(row, cam.offset_threshold_deg, old)
     yield from outcome.report(ORIENTATION_OFFSETS)

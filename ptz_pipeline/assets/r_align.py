@@ -1,17 +1,47 @@
 """r_align: the mount-to-world rotation R_align (= R_WB) from control points seen in the reference scan."""
 
-import io
+import json
 
 import dagster as dg
 
-from geometry.alignment import estimate_r_align, parse_control_points, save_r_align
+from geometry.alignment import ControlPoints, estimate_r_align, parse_control_points, parse_control_points_csv
 from ptz_pipeline import scans
-from ptz_pipeline.assets.common import load_intrinsics
+from ptz_pipeline.assets.common import current_version, load_intrinsics, store_r_align, versioned_result
 from ptz_pipeline.assets.intrinsics import camera_intrinsics
 from ptz_pipeline.assets.reference import reference_scan
+from ptz_pipeline.devices import CameraConfig
 from ptz_pipeline.partitions import camera_partitions
 from ptz_pipeline.resources.camera import DevicesResource
 from ptz_pipeline.resources.storage import ObjectStorageResource
+from ptz_pipeline.versions import Version
+
+
+def _control_points(
+    storage: ObjectStorageResource, cam: CameraConfig, reference: Version
+) -> tuple[str, bytes, ControlPoints]:
+    """(key, bytes, parsed) of the camera's ``control_points.json`` or ``.csv``; points that name a reference
+    image take its telemetry from the reference scan version ``reference``. Errors name the file."""
+    found = [
+        key
+        for key in (scans.control_points_key(cam.deployment, cam.name, fmt) for fmt in ("json", "csv"))
+        if storage.exists(key)
+    ]
+    if len(found) != 1:
+        raise dg.Failure(
+            f"{cam.key}: {'no control points' if not found else 'two control-point files'} at "
+            f"{storage.uri(scans.control_points_key(cam.deployment, cam.name))} or .csv; upload one survey "
+            "(landmarks with ENU or lat/lon/alt, clicked as u, v in reference frames: see the README)"
+        )
+    key = found[0]
+    data = storage.get_bytes(key)
+    manifest = scans.read_manifest(storage, reference.prefix)
+    frames = {f.image: (f.pan, f.tilt, f.zoom) for f in manifest.frames} if manifest else None
+    try:
+        if key.endswith(".csv"):
+            return key, data, parse_control_points_csv(data.decode("utf-8-sig"), frames)
+        return key, data, parse_control_points(json.loads(data), frames)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{storage.uri(key)}: {exc}") from None
 
 
 @dg.asset(
@@ -22,26 +52,32 @@ def r_align(
     storage: ObjectStorageResource,
     devices: DevicesResource,
 ) -> dg.MaterializeResult:
-    """R_align.npy (3x3, mount -> world ENU) from ``r_align/control_points.json`` (surveyed landmarks clicked
-    in reference frames)."""
+    """A new version of R_align.npy (3x3, mount -> world ENU) from ``r_align/control_points.json`` or
+    ``control_points.csv`` (surveyed landmarks clicked in reference frames), the survey copied beside it."""
     cam = devices.camera(context.partition_key)
-    key = scans.control_points_key(cam.deployment, cam.name)
-    if not storage.exists(key):
-        raise dg.Failure(
-            f"{cam.key}: no control points at {storage.uri(key)}; upload the survey first (landmarks with "
-            "ENU or lat/lon/alt, clicked as u, v in reference frames: see the README's R_align section)"
-        )
-    intr, zoom_model = load_intrinsics(storage, cam)
-    result = estimate_r_align(parse_control_points(storage.get_json(key)), intr, zoom_model)
-    buf = io.BytesIO()
-    save_r_align(buf, result.R_align)
-    storage.put_bytes(scans.r_align_key(cam.deployment, cam.name), buf.getvalue())
-    return dg.MaterializeResult(
+    intrinsics = current_version(storage, cam, "intrinsics")
+    reference = current_version(storage, cam, "reference")
+    key, survey, points = _control_points(storage, cam, reference)
+    intr, zoom_model = load_intrinsics(storage, cam, intrinsics)
+    result = estimate_r_align(points, intr, zoom_model)
+    version = store_r_align(
+        storage,
+        cam,
+        result.R_align,
+        inputs={key.rsplit("/", 1)[-1]: survey},
+        run_id=context.run.run_id,
+        intrinsics_version=intrinsics.number,
+        reference_version=reference.number,
+    )
+    return versioned_result(
+        storage,
+        version,
         metadata={
             "method": result.method,
             "rms_deg": float(result.rms_deg),
             "max_residual_deg": float(max(result.residuals_deg)),
             "control_points": len(result.residuals_deg),
+            "survey": key.rsplit("/", 1)[-1],
             "R_align": dg.MetadataValue.json(result.R_align.round(8).tolist()),
-        }
+        },
     )

@@ -6,6 +6,7 @@ from contextlib import closing
 import dagster as dg
 
 from ptz_pipeline import scans
+from ptz_pipeline.assets.common import current_version, store_reference_scan, versioned_result
 from ptz_pipeline.capture import scan_reference, stop_line
 from ptz_pipeline.partitions import camera_partitions
 from ptz_pipeline.resources.camera import DevicesResource, PTZCameraResource
@@ -22,23 +23,22 @@ def reference_scan(
 ) -> dg.MaterializeResult:
     """Grid of PTZ stops (devices.yaml ``reference``): image + telemetry per stop, manifest.json written last.
 
-    Replaces the previous reference scan (its old features are deleted with it).
+    Writes a new version (ptz_pipeline.versions); earlier ones stay for the hours they cover.
     """
     cam = devices.camera(context.partition_key)
     stops = cam.reference.stops()
-    prefix = scans.reference_prefix(cam.deployment, cam.name)
     with closing(camera.open(cam)) as ptz:
         images, telemetry = scan_reference(
             ptz, stops, lambda i, n, t: context.log.info(f"{cam.key}: {stop_line(i, n, t)}")
         )
-    storage.delete_prefix(prefix)
-    manifest = scans.write_scan(storage, prefix, cam.key, "reference", images, telemetry)
-    return dg.MaterializeResult(
+    version, manifest = store_reference_scan(storage, cam, images, telemetry, run_id=context.run.run_id)
+    return versioned_result(
+        storage,
+        version,
         metadata={
             "frames": len(manifest.frames),
             "grid": f"{cam.reference.horizontal_stops} x {cam.reference.vertical_stops}",
-            "location": dg.MetadataValue.path(storage.uri(prefix)),
-        }
+        },
     )
 
 
@@ -59,9 +59,11 @@ def reference_features(
     devices: DevicesResource,
     estimation: DriftEstimationResource,
 ) -> dg.MaterializeResult:
-    """Features (DISK by default) of every reference frame, under ``reference_scan/features/``."""
+    """Features (DISK by default) of every frame of the current reference scan version, in its
+    ``features/``."""
     cam = devices.camera(context.partition_key)
-    prefix = scans.reference_prefix(cam.deployment, cam.name)
+    version = current_version(storage, cam, "reference")
+    prefix = version.prefix
     manifest = scans.read_manifest(storage, prefix)
     if manifest is None:
         raise dg.Failure(f"{cam.key}: no complete reference scan at {storage.uri(prefix)}")
@@ -69,13 +71,14 @@ def reference_features(
     counts = []
     start = time.perf_counter()
     for i, frame in enumerate(manifest.frames, start=1):
-        image = scans.decode_image(storage.get_bytes(f"{prefix}/{frame.image}"), frame.image)
-        feats = extractor.extract(image)
+        feats = extractor.extract(scans.read_image(storage, prefix, frame))
         scans.write_features(storage, prefix, frame, feats)
         counts.append(len(feats.keypoints))
         context.log.info(f"{cam.key}: features {i}/{len(manifest.frames)}: {counts[-1]} keypoints")
     poor = [f.image for f, n in zip(manifest.frames, counts, strict=True) if n < config.min_features_per_stop]
-    return dg.MaterializeResult(
+    return versioned_result(
+        storage,
+        version,
         metadata={
             "frames": len(counts),
             "min_keypoints": min(counts),

@@ -8,6 +8,8 @@ or ``PYICEBERG_CATALOG__PTZ__...``: Glue, REST, SQL in production); otherwise a 
 from __future__ import annotations
 
 import functools
+import random
+import time
 import types
 import typing
 import warnings
@@ -22,6 +24,7 @@ import pyarrow as pa
 from pydantic import AwareDatetime, Field
 from pyiceberg.catalog import Catalog, load_catalog
 from pyiceberg.catalog.sql import SqlCatalog
+from pyiceberg.exceptions import CommitFailedException, TableAlreadyExistsError, ValidationException
 from pyiceberg.expressions import (
     AlwaysTrue,
     And,
@@ -52,6 +55,11 @@ CATALOG_NAME = "ptz"
 TABLE_NAME = "calibration_results"
 COMMIT_RETRIES = 10
 """pyiceberg retries a commit that lost a race with another writer (a concurrent site run) this often."""
+REPLACE_ATTEMPTS = 8
+"""replace_rows re-plans a conflicting replacement (CommitFailedException after pyiceberg's own retries, or
+ValidationException: a concurrent writer rewrote a data file this one deletes from) at most this often."""
+REPLACE_BACKOFF_S = 0.05
+"""First wait (seconds) between replace attempts; doubled each attempt, with jitter."""
 
 _SCALARS: dict[type, type[IcebergType]] = {
     str: StringType,
@@ -60,11 +68,14 @@ _SCALARS: dict[type, type[IcebergType]] = {
     bool: BooleanType,
     AwareDatetime: TimestamptzType,
 }
+_NESTED_ID = len(ResultRow.model_fields) + 1
+"""First id of capture_positions' element and fields: after every top-level column, as Iceberg assigns them
+to a new table (top-level ids keep their field order; columns added to ResultRow go at its end)."""
 _POSITIONS = ListType(
-    20,
+    _NESTED_ID,
     StructType(
         *(
-            NestedField(21 + i, name, DoubleType(), required=False)
+            NestedField(_NESTED_ID + 1 + i, name, DoubleType(), required=False)
             for i, name in enumerate(CapturePosition.model_fields)
         )
     ),
@@ -139,13 +150,24 @@ class IcebergResource(dg.ConfigurableResource):
         return (self.namespace, TABLE_NAME)
 
     def ensure_table(self) -> Table:
-        """Create the namespace and table if missing; add any of our columns an older table lacks."""
+        """Create the namespace and table if missing; add any of our columns an older table lacks.
+
+        The table is looked up before it is created: pyiceberg's create_table_if_not_exists writes a new
+        metadata file before it finds the table exists, leaving an orphan in the warehouse on every call.
+        """
         self.catalog.create_namespace_if_not_exists(self.namespace)
-        table = self.catalog.create_table_if_not_exists(
-            self.identifier,
-            schema=CALIBRATION_SCHEMA,
-            properties={TableProperties.COMMIT_NUM_RETRIES: str(COMMIT_RETRIES)},
-        )
+        try:
+            table = (
+                self.catalog.load_table(self.identifier)
+                if self.catalog.table_exists(self.identifier)
+                else self.catalog.create_table(
+                    self.identifier,
+                    schema=CALIBRATION_SCHEMA,
+                    properties={TableProperties.COMMIT_NUM_RETRIES: str(COMMIT_RETRIES)},
+                )
+            )
+        except TableAlreadyExistsError:  # another writer created it between the check and the create
+            table = self.catalog.load_table(self.identifier)
         if set(ResultRow.model_fields) - set(table.schema().column_names):
             with table.update_schema() as update:
                 update.union_by_name(_OPTIONAL_SCHEMA)  # v1/v2 tables cannot add required columns
@@ -157,7 +179,9 @@ class IcebergResource(dg.ConfigurableResource):
         """In ONE Iceberg transaction, delete rows whose partition_key is in ``partition_keys``, append rows.
 
         Re-running with the same keys replaces, never duplicates. Every row's partition_key must be among
-        ``partition_keys``. A commit that races another writer is retried by pyiceberg on fresh metadata.
+        ``partition_keys``. A commit that races another writer (another site's run) is retried by pyiceberg
+        on fresh metadata; a conflict it gives up on (CommitFailedException, ValidationException) is
+        re-planned on the table's new state here, up to REPLACE_ATTEMPTS times.
         """
         keys = set(partition_keys)
         if not keys:
@@ -168,12 +192,36 @@ class IcebergResource(dg.ConfigurableResource):
         outside = [row.partition_key for row in clean if row.partition_key not in keys]
         if outside:
             raise ValueError(f"rows with partition_key(s) {outside} are not among the keys replaced")
-        table = self.ensure_table()
-        data = pa.Table.from_pylist([row.record() for row in clean], schema=table.schema().as_arrow())
-        # A first write deletes nothing: expected, not worth a warning.
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Delete operation did not match any records")
-            table.overwrite(data, overwrite_filter=In("partition_key", sorted(keys)))
+        for attempt in range(1, REPLACE_ATTEMPTS + 1):
+            table = self.ensure_table()
+            data = pa.Table.from_pylist([row.record() for row in clean], schema=table.schema().as_arrow())
+            try:
+                # A first write deletes nothing: expected, not worth a warning.
+                with warnings.catch_warnings():
+                    warnings.filterwarnings("ignore", message="Delete operation did not match any records")
+                    table.overwrite(data, overwrite_filter=In("partition_key", sorted(keys)))
+                return
+            except (CommitFailedException, ValidationException) as exc:
+                if attempt == REPLACE_ATTEMPTS:
+                    raise
+                wait = REPLACE_BACKOFF_S * 2 ** (attempt - 1) * random.uniform(1.0, 1.5)
+                dg.get_dagster_logger("ptz_pipeline.iceberg").warning(
+                    f"replace of {len(keys)} partition(s) conflicted with another writer "
+                    f"({type(exc).__name__}: {exc}); attempt {attempt + 1}/{REPLACE_ATTEMPTS} in {wait:.2f} s"
+                )
+                time.sleep(wait)
+
+    def read_partitions(self, partition_keys: Sequence[str]) -> dict[str, ResultRow]:
+        """partition_key -> the stored row, for each of ``partition_keys`` that has one (the rows a
+        :meth:`replace_rows` of those keys would replace)."""
+        if not partition_keys:
+            return {}
+        scan = self.ensure_table().scan(row_filter=In("partition_key", sorted(set(partition_keys))))
+        records = scan.to_arrow().to_pylist()
+        return {
+            r["partition_key"]: ResultRow.parse({c: r.get(c) for c in ResultRow.model_fields})
+            for r in records
+        }
 
     def read_rows(
         self,

@@ -21,8 +21,9 @@ from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 
 from ptz_pipeline.results import DEFAULT_THRESHOLD_DEG, ResultRow, within_threshold
 
-Delivery = Literal["slack", "webhook", "log", "failed"]
-"""How a message went out: chat.postMessage, incoming webhook, the log only, or a Slack error (logged)."""
+Delivery = Literal["slack", "webhook", "log", "failed", "unchanged"]
+"""How a message went out: chat.postMessage, incoming webhook, the log only, a Slack error (logged), or not at
+all because the camera-hour's report is unchanged since it was last sent."""
 
 DEFAULT_CHANNEL = "calibration-monitoring"
 OK_EMOJI = "\N{WHITE HEAVY CHECK MARK}"
@@ -162,17 +163,34 @@ class SlackResource(dg.ConfigurableResource):
         )
         return self.send_message(text)
 
-    def send_result(self, row: ResultRow, threshold_deg: float) -> Delivery:
-        """The seed's report for one calibration_results row, judged against the camera's threshold."""
-        return self.send_calibration_report(
-            deployment=row.deployment,
-            device_id=row.device_id,
-            timestamp=row.timestamp,
-            pitch=row.pitch_offset,
-            yaw=row.yaw_offset,
-            roll=row.roll_offset,
-            mode=row.mode,
-            success=row.success,
-            failure_logs=[row.failure_logs] if row.failure_logs else None,
-            threshold_deg=threshold_deg,
-        )
+    def send_result(
+        self, row: ResultRow, threshold_deg: float, previous: ResultRow | None = None
+    ) -> Delivery:
+        """The seed's report for one calibration_results row, judged against the camera's threshold.
+
+        ``previous`` is the row it replaces: when that row's report reads the same (a re-run or backfill of
+        an hour already reported), nothing is sent again ("unchanged").
+        """
+        text = _row_report(row, threshold_deg)
+        if previous is not None and _row_report(previous, threshold_deg) == text:
+            dg.get_dagster_logger("ptz_pipeline.slack").info(
+                "%s: report unchanged since it was sent, not re-sent", row.partition_key
+            )
+            return "unchanged"
+        return self.send_message(text)
+
+
+def _row_report(row: ResultRow, threshold_deg: float) -> str:
+    """The seed's report text for one calibration_results row."""
+    return format_calibration_report(
+        deployment=row.deployment,
+        device_id=row.device_id,
+        timestamp=row.timestamp,
+        pitch=row.pitch_offset,
+        yaw=row.yaw_offset,
+        roll=row.roll_offset,
+        mode=row.mode,
+        success=row.success,
+        failure_logs=[row.failure_logs] if row.failure_logs else None,
+        threshold_deg=threshold_deg,
+    )

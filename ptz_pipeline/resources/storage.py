@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,10 +21,21 @@ import dagster as dg
 from pydantic import Field
 
 _TMP_PREFIX = ".ptz-tmp-"
+_IN_FLIGHT: dict[int, str] = {}
+"""Thread id -> the storage call that thread is in now (for deadline messages: which key did not answer)."""
+
+
+def in_flight(thread_id: int | None) -> str | None:
+    """The storage call (operation, key, url) thread ``thread_id`` is blocked in, None when it is in none."""
+    return _IN_FLIGHT.get(thread_id) if thread_id is not None else None
 
 
 class StorageError(RuntimeError):
     """A storage operation failed (missing key, unreachable bucket, bad key); names the key and the url."""
+
+
+class MissingKeyError(StorageError, FileNotFoundError):
+    """The key does not exist (also a FileNotFoundError, so callers and the command line treat it as one)."""
 
 
 def _check_key(key: str, *, allow_empty: bool = False) -> str:
@@ -177,6 +189,18 @@ class ObjectStorageResource(dg.ConfigurableResource):
         default=".ptz_data/storage",
         description="Local folder (relative to the working directory) or s3://bucket/prefix.",
     )
+    calibration_versions_kept: int = Field(
+        default=0,
+        ge=0,
+        description="Newest versions of each calibration artefact kept per camera; 0 keeps all "
+        "(ptz_pipeline.versions).",
+    )
+    camera_hour_deadline_s: float = Field(
+        default=120.0,
+        gt=0.0,
+        description="Seconds one camera-hour's estimation may take, storage reads included: an endpoint "
+        "that accepts but never answers costs that camera-hour this long, never more.",
+    )
 
     @cached_property
     def _backend(self) -> _Backend:
@@ -191,15 +215,20 @@ class ObjectStorageResource(dg.ConfigurableResource):
 
     @contextmanager
     def _errors(self, operation: str, key: str) -> Iterator[None]:
-        """Turn a backend failure into StorageError naming the operation, the key and the url."""
+        """Turn a backend failure into StorageError naming the operation, the key and the url; the call is
+        recorded as in flight on this thread meanwhile (:func:`in_flight`)."""
+        thread = threading.get_ident()
+        _IN_FLIGHT[thread] = f"{operation} {key!r} in storage {self.url}"
         try:
             yield
         except StorageError:
             raise
         except KeyError as exc:
-            raise StorageError(f"{operation} {key!r}: no such key in storage {self.url}") from exc
+            raise MissingKeyError(f"{operation} {key!r}: no such key in storage {self.url}") from exc
         except Exception as exc:
             raise StorageError(f"{operation} {key!r} in storage {self.url} failed: {exc}") from exc
+        finally:
+            _IN_FLIGHT.pop(thread, None)
 
     def put_bytes(self, key: str, data: bytes) -> None:
         """Write ``data`` at ``key`` (atomic on the local backend: readers never see half a file)."""

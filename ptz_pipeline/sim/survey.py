@@ -12,7 +12,7 @@ from datetime import datetime
 import numpy as np
 
 from geometry.rotations import R_BC
-from ptz_pipeline import scans
+from ptz_pipeline import scans, versions
 from ptz_pipeline.assets.intrinsics import CHESSBOARD_PATTERN, CHESSBOARD_SQUARE_M
 from ptz_pipeline.devices import CameraConfig, SimulatedBackend
 from ptz_pipeline.sim.chessboard import random_board_poses, render_chessboards
@@ -82,7 +82,8 @@ def provide_chessboards(storage: scans.Storage, cam: CameraConfig) -> int:
 def provide_survey(storage: scans.Storage, cam: CameraConfig) -> int:
     """Store control points clicked in the camera's stored reference scan (r_align's input); returns their
     count. FileNotFoundError when the reference scan is missing."""
-    manifest = scans.read_manifest(storage, scans.reference_prefix(cam.deployment, cam.name))
+    reference = versions.current(storage, cam.deployment, cam.name, "reference")
+    manifest = None if reference is None else scans.read_manifest(storage, reference.prefix)
     if manifest is None:
         raise FileNotFoundError(f"{cam.key}: no reference scan to survey; materialize reference_scan first")
     doc = control_points(_spec(cam), [(f.pan, f.tilt, f.zoom, f.timestamp) for f in manifest.frames])

@@ -7,7 +7,7 @@ from datetime import datetime
 import numpy as np
 
 from geometry.rotations import drift_angles, mean_rotation
-from ptz_pipeline import scans
+from ptz_pipeline import scans, versions
 from ptz_pipeline.devices import CameraConfig, SimulatedBackend
 
 
@@ -22,7 +22,10 @@ def true_drift(
     simulator's truth at the frames' capture times; None for real cameras or missing scans."""
     if not isinstance(cam.backend, SimulatedBackend):
         return None
-    ref = scans.read_manifest(storage, scans.reference_prefix(cam.deployment, cam.name))
+    references = versions.list_versions(storage, cam.deployment, cam.name, "reference")
+    if not references:
+        return None
+    ref = scans.read_manifest(storage, versions.valid_at(references, hour)[0].prefix)  # the one the hour used
     query = scans.read_manifest(storage, scans.query_prefix(cam.deployment, cam.name, hour))
     if ref is None or query is None:
         return None
