@@ -6,7 +6,7 @@ from __future__ import annotations
 import dagster as dg
 
 from ptz_pipeline import jobs, schedules, sensors
-from ptz_pipeline.assets import drift, intrinsics, offsets, query, r_align, reference, reports
+from ptz_pipeline.assets import digest, drift, intrinsics, offsets, query, r_align, reference, reports
 from ptz_pipeline.settings import deployment_resources
 
 
@@ -19,7 +19,9 @@ def build_definitions(resources: dict[str, object] | None = None) -> dg.Definiti
     resources = resources or deployment_resources()
     resources["devices"].fleet()
     return dg.Definitions(
-        assets=dg.load_assets_from_modules([intrinsics, reference, r_align, query, offsets, reports, drift]),
+        assets=dg.load_assets_from_modules(
+            [intrinsics, reference, r_align, query, offsets, reports, drift, digest]
+        ),
         jobs=[
             jobs.calibration_job,
             jobs.capture_job,

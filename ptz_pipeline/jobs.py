@@ -17,4 +17,8 @@ estimate_job = dg.define_asset_job(
 drift_view_job = dg.define_asset_job(
     "drift_view", selection=dg.AssetSelection.assets("camera_drift"), description="Per-camera drift views."
 )
-report_job = dg.define_asset_job("daily_report", selection=dg.AssetSelection.assets("offsets_report"))
+report_job = dg.define_asset_job(
+    "daily_report",
+    selection=dg.AssetSelection.assets("offsets_report", "slack_digest"),
+    description="The day's Excel/Parquet report and the Slack digest per deployment.",
+)

@@ -71,6 +71,7 @@ class Pipeline:
         self.fleet = load_devices(devices)
         self.keys = [c.key for c in self.fleet.cameras()]
         self.instance.add_dynamic_partitions(camera_partitions.name, self.keys)
+        self.calibrated_at: dict[str, datetime] = {}
 
     def run(self, job: str, **kwargs: object) -> dg.ExecuteInProcessResult:
         return self.defs.resolve_job_def(job).execute_in_process(
@@ -99,6 +100,7 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory, slack_module_server) -> P
     p = Pipeline(tmp, devices, slack)
     for cam in p.fleet.cameras():
         assert calibrate_simulated(p.run, p.resources["storage"], cam)
+        p.calibrated_at[cam.key] = datetime.now(UTC)
     assert p.run_range("capture_queries", HOURS).success
     assert p.run_range("estimate_offsets", HOURS).success
     return p
@@ -114,9 +116,8 @@ def test_calibration_recovers_the_simulated_cameras(pipeline: Pipeline) -> None:
         assert abs(intr.K[0, 2] - spec.intrinsics.K[0, 2]) < 2.0
         version = current(storage, cam.deployment, cam.name, "r_align").number
         R_align = np.load(io.BytesIO(storage.get_bytes(r_align_key(cam.deployment, cam.name, version))))
-        ref_time = datetime.now(UTC)
-        # the reference was captured minutes ago; the mount moves < 0.01° in that time
-        assert rotation_angle_deg(R_align, spec.R_WB(ref_time)) < 0.05
+        # the mount when the camera's calibration ended (it moves < 0.015° a minute; a loaded machine is slow)
+        assert rotation_angle_deg(R_align, spec.R_WB(pipeline.calibrated_at[cam.key])) < 0.05
 
 
 def test_offsets_match_ground_truth(pipeline: Pipeline) -> None:

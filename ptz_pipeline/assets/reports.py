@@ -5,6 +5,7 @@ import io
 import dagster as dg
 import pandas as pd
 
+from ptz_pipeline.assets.offsets import ORIENTATION_OFFSETS
 from ptz_pipeline.resources.iceberg import IcebergResource
 from ptz_pipeline.resources.storage import ObjectStorageResource
 from ptz_pipeline.results import REPORT_COLUMNS
@@ -32,7 +33,12 @@ def parquet_bytes(df: pd.DataFrame) -> bytes:
     return buf.getvalue()
 
 
-@dg.asset(partitions_def=daily_partitions, group_name="reports")
+@dg.asset(
+    partitions_def=daily_partitions,
+    group_name="reports",
+    deps=[ORIENTATION_OFFSETS],
+    kinds={"excel", "parquet"},
+)
 def offsets_report(
     context: dg.AssetExecutionContext, storage: ObjectStorageResource, iceberg: IcebergResource
 ) -> dg.MaterializeResult:

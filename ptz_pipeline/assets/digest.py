@@ -1,0 +1,86 @@
+"""slack_digest (day): one Slack message per deployment summing up a UTC day: cameras OK / alerting / failing,
+the worst offsets, and each camera's drift trend over the last week."""
+
+from datetime import datetime, timedelta
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+
+from geometry.trend import classify_trend
+from ptz_pipeline.assets.drift import offset_history
+from ptz_pipeline.assets.offsets import ORIENTATION_OFFSETS
+from ptz_pipeline.assets.reports import daily_partitions
+from ptz_pipeline.devices import CameraConfig, Deployment
+from ptz_pipeline.resources.camera import DevicesResource
+from ptz_pipeline.resources.iceberg import IcebergResource
+from ptz_pipeline.resources.slack import SlackResource
+from ptz_pipeline.results import within_threshold
+
+TREND_DAYS = 7
+
+
+def camera_line(cam: CameraConfig, day_rows: pd.DataFrame, trend: str) -> tuple[str, str]:
+    """(status OK | ALERT | FAILING | NO DATA, one digest line) for one camera's rows of the day."""
+    ok = day_rows[day_rows["success"].astype(bool)]
+    failed = len(day_rows) - len(ok)
+    if ok.empty:
+        reason = day_rows["failure_logs"].dropna().iloc[-1] if failed else "no rows"
+        status = "FAILING" if failed else "NO DATA"
+        return (
+            status,
+            f"- {cam.name}: {status} ({failed}/{len(day_rows)} hours failed: {reason}), trend {trend}",
+        )
+    angles = ok[["yaw_offset", "pitch_offset", "roll_offset"]].to_numpy(dtype=float)
+    worst = np.unravel_index(np.argmax(np.abs(angles)), angles.shape)
+    over = sum(
+        not within_threshold(r.pitch_offset, r.yaw_offset, r.roll_offset, True, cam.offset_threshold_deg)
+        for r in ok.itertuples()
+    )
+    status = "ALERT" if over else "OK"
+    name = ("yaw", "pitch", "roll")[worst[1]]
+    hour = pd.Timestamp(ok["timestamp"].iloc[worst[0]]).tz_convert("UTC")
+    line = (
+        f"- {cam.name}: {status}{f' in {over} hours' if over else ''}, {len(ok)}/{len(day_rows)} hours "
+        f"estimated, worst {name}={angles[worst]:+.3f}° at {hour:%H:%M} "
+        f"(threshold {cam.offset_threshold_deg}°), trend {trend}"
+    )
+    return status, line
+
+
+def digest_text(deployment: Deployment, day: datetime, lines: list[tuple[str, str]]) -> str:
+    """The deployment's digest message for ``day`` (UTC) from (status, line) per camera."""
+    counts = {s: sum(1 for status, _ in lines if status == s) for s in ("OK", "ALERT", "FAILING", "NO DATA")}
+    head = f"\N{CLIPBOARD} Daily calibration digest: {deployment.name}, {day:%Y-%m-%d} (UTC)"
+    summary = f"Cameras: {counts['OK']} OK, {counts['ALERT']} alerting, {counts['FAILING']} failing" + (
+        f", {counts['NO DATA']} without data" if counts["NO DATA"] else ""
+    )
+    return "\n".join([head, summary, *(line for _, line in lines)])
+
+
+@dg.asset(
+    partitions_def=daily_partitions,
+    group_name="reports",
+    deps=[ORIENTATION_OFFSETS],
+    kinds={"slack"},
+)
+def slack_digest(
+    context: dg.AssetExecutionContext,
+    devices: DevicesResource,
+    iceberg: IcebergResource,
+    slack: SlackResource,
+) -> dg.MaterializeResult:
+    """Per deployment, one message: the day's cameras OK / alerting / failing, the worst offset (degrees) per
+    camera and the trend of its last week (geometry.trend)."""
+    window = context.partition_time_window
+    rows = iceberg.read_rows(start=window.start - timedelta(days=TREND_DAYS - 1), end=window.end)
+    stamps = pd.to_datetime(rows["timestamp"], utc=True)
+    deliveries = {}
+    for deployment in devices.fleet().deployments:
+        lines = []
+        for cam in deployment.cameras:
+            mine = rows[(rows["deployment"] == deployment.name) & (rows["device_id"] == cam.name)]
+            trend = classify_trend(offset_history(mine)[1]).trend
+            lines.append(camera_line(cam, mine[stamps[mine.index] >= pd.Timestamp(window.start)], trend))
+        deliveries[deployment.name] = slack.send_message(digest_text(deployment, window.start, lines))
+    return dg.MaterializeResult(metadata={"deployments": dg.MetadataValue.json(deliveries)})
