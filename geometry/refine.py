@@ -20,7 +20,8 @@ import cv2
 import numpy as np
 
 PixelMap = Callable[[np.ndarray], np.ndarray]
-"""Maps reference pixels (N, 2) to query pixels (N, 2) (the current drift estimate, zoom and distortion)."""
+"""Maps reference pixels (N, 2) to query pixels (N, 2) (the current drift estimate, zoom and distortion);
+row k belongs to match k, so the map may differ per match (e.g. through the depth of its point)."""
 
 
 @dataclass(frozen=True)

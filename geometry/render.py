@@ -9,6 +9,13 @@ Panorama convention (world frame W = local ENU: x east, y north, z up):
 With pixel centres at integers, the continuous pixel of a direction in a ``W x H`` panorama is
 ``col = W (az + 180°) / 360° - 0.5`` (modulo ``W``) and ``row = H (90° - el) / 180° - 0.5``.
 
+The world is the panorama at infinite distance (a pure rotation camera), or with ``ground_depth_m`` a
+finite-depth world: the panorama's lower half lies on a ground plane ``z = -ground_depth_m`` (metres) below
+the world origin (the PTZ head's rotation centre) and its upper half at infinity. A ground point ``X_W``
+carries the panorama's colour in the direction of ``X_W`` from the origin, so a camera whose optical centre
+sits at the origin sees exactly the infinite-distance image, and one whose optical centre is displaced
+(``camera_centre_W``, metres) sees the ground with parallax; each pixel's ray is cast onto the plane.
+
 A small mip pyramid (2x2 box averages) is kept so that wide fields of view render without aliasing: each
 output pixel blends the two levels around ``log2(pixel angle / panorama row angle)`` (trilinear mip mapping,
 isotropic: near the poles the panorama's columns are oversampled, which is harmless). Within a level the
@@ -254,26 +261,53 @@ def _draw_occluders(
         mask |= shape
 
 
+def _ground_directions(directions_W: np.ndarray, centre_W: np.ndarray, ground_depth_m: float) -> np.ndarray:
+    """Rays from ``centre_W`` (metres, world frame) along ``directions_W`` (..., 3) cast onto the ground
+    plane ``z = -ground_depth_m``: the direction of each hit point from the world origin (not unit length);
+    rays that do not point down keep their own direction (the panorama at infinity)."""
+    c = centre_W.astype(np.float32)
+    dz = directions_W[..., 2]
+    below = dz < 0
+    distance = np.where(below, (np.float32(-ground_depth_m) - c[2]) / np.where(below, dz, -1), 0)
+    hit = c + distance[..., None] * directions_W
+    return np.where(below[..., None], hit, directions_W)
+
+
 def render_view(
     pano: Panorama,
     intrinsics: Intrinsics,
     R_WC: np.ndarray,
     rng: np.random.Generator | int | None = None,
     nuisances: Nuisances | None = None,
+    *,
+    ground_depth_m: float | None = None,
+    camera_centre_W: np.ndarray | None = None,
 ) -> np.ndarray:
     """Image (H, W, 3) uint8 RGB seen by a camera with ``intrinsics`` (distortion included) and world
     orientation ``R_WC`` (camera-to-world, e.g. ``R_align @ R_BC(pan, tilt)``), sampled from ``pano``.
 
     Each output pixel centre is unprojected to a camera-frame bearing (``Intrinsics.unproject``, cached per
-    intrinsics), rotated to W and looked up in the panorama. ``nuisances`` (random parts drawn from ``rng``)
-    are applied afterwards.
+    intrinsics), rotated to W and looked up in the panorama. With ``ground_depth_m`` (metres) the lower half
+    of the world is a ground plane that far below the origin and each ray starts at the optical centre
+    ``camera_centre_W`` (metres, world frame relative to the rotation centre; default the origin), see the
+    module docstring. ``nuisances`` (random parts drawn from ``rng``) are applied afterwards.
     """
     w, h = intrinsics.image_size
     if w <= 0 or h <= 0:
         raise ValueError(f"intrinsics.image_size must be positive, got {intrinsics.image_size}")
     R = _check_rotation(R_WC).astype(np.float32)
     bearings_C, log2_angle = _bearing_grid(intrinsics)
-    u_frac, v_frac = _panorama_fractions(bearings_C @ R.T)
+    directions_W = bearings_C @ R.T
+    if ground_depth_m is not None:
+        centre = np.zeros(3) if camera_centre_W is None else np.asarray(camera_centre_W, dtype=np.float64)
+        if centre.shape != (3,) or not np.all(np.isfinite(centre)):
+            raise ValueError(f"camera_centre_W must be a finite 3-vector (metres), got {camera_centre_W!r}")
+        if not ground_depth_m > -centre[2]:
+            raise ValueError(f"the optical centre must lie above the ground plane, got {ground_depth_m} m")
+        directions_W = _ground_directions(directions_W, centre, ground_depth_m)
+    elif camera_centre_W is not None:
+        raise ValueError("camera_centre_W needs ground_depth_m: at infinite distance it has no effect")
+    u_frac, v_frac = _panorama_fractions(directions_W)
 
     level = np.clip(log2_angle - np.float32(np.log2(pano.row_angle_rad)), 0, pano.num_levels - 1)
     lo, hi = int(np.floor(level.min())), int(np.ceil(level.max()))

@@ -181,6 +181,13 @@ class SimulatedBackend(_Model):
     panorama: str | None = None
     """Equirectangular world image the camera renders; None: the packaged panorama (Matthew Petroff,
     CC BY-SA 3.0; see ptz_pipeline/data/panorama/SOURCE.txt)."""
+    optical_centre_offset_m: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    """The optical centre's offset from the pan/tilt rotation centre in the camera frame (x right, y down,
+    z forward), metres; a real head's is a few cm. Views at different pan/tilt then see near ground with
+    parallax (with ``ground_depth_m``)."""
+    ground_depth_m: float | None = Field(None, gt=0.0)
+    """Height (metres) of the rotation centre above a ground plane carrying the panorama's lower half
+    (:func:`geometry.render.render_view`); None: the whole panorama at infinity (no parallax)."""
 
     @property
     def panorama_path(self) -> Path:

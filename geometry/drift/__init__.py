@@ -10,12 +10,22 @@ detector's sub-pixel bias, or a principal-point error of the calibration), a nui
 
 - :mod:`geometry.drift.types`: frames, settings (:class:`DriftConfig`), results.
 - :mod:`geometry.drift.solver`: RANSAC, robust least squares, covariance -> σ on pooled bearing matches.
+- :mod:`geometry.drift.parallax`: the optical centre's offset from the pan/tilt axes, from the reference
+  scan; with it each match's depth is marginalised (the views are no longer pure rotations).
 - :mod:`geometry.drift.estimate`: the per-hour estimate, :func:`estimate_drift`.
 """
 
 from geometry.drift.estimate import estimate_drift
+from geometry.drift.parallax import estimate_optical_centre_offset
 from geometry.drift.solver import kabsch_rotation, reprojection_errors, solve_drift
-from geometry.drift.types import BearingMatches, DriftConfig, DriftEstimate, DriftReport, FrameObservation
+from geometry.drift.types import (
+    BearingMatches,
+    DriftConfig,
+    DriftEstimate,
+    DriftReport,
+    FrameObservation,
+    OpticalCentreOffset,
+)
 
 __all__ = [
     "BearingMatches",
@@ -23,7 +33,9 @@ __all__ = [
     "DriftEstimate",
     "DriftReport",
     "FrameObservation",
+    "OpticalCentreOffset",
     "estimate_drift",
+    "estimate_optical_centre_offset",
     "kabsch_rotation",
     "reprojection_errors",
     "solve_drift",

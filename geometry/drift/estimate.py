@@ -15,51 +15,27 @@ from dataclasses import replace
 
 import numpy as np
 
-from geometry.drift.solver import inlier_mask, kabsch_rotation, ransac_drift, solve_drift
-from geometry.drift.types import BearingMatches, DriftConfig, DriftEstimate, DriftReport, FrameObservation
+from geometry.drift.parallax import cached_optical_centre_offset
+from geometry.drift.solver import (
+    inlier_mask,
+    kabsch_rotation,
+    ransac_drift,
+    refine_drift,
+    reprojection_errors,
+    solve_drift,
+    whitening,
+)
+from geometry.drift.types import (
+    BearingMatches,
+    DriftConfig,
+    DriftEstimate,
+    DriftReport,
+    FrameObservation,
+    OpticalCentreOffset,
+)
 from geometry.matching import Matcher, select_reference_frames
 from geometry.refine import refine_matches
 from geometry.rotations import R_BC
-
-
-def _mount_bearings(frame: FrameObservation) -> tuple[np.ndarray, np.ndarray]:
-    """Unit mount-frame bearings (N, 3) of a frame's keypoints at its telemetry and their derivative with
-    respect to the keypoint (N, 3, 2; per pixel, up to the bearing's length)."""
-    xy = frame.intrinsics.undistort_pixels(frame.features.keypoints)
-    h = np.hstack([xy, np.ones((len(xy), 1))])
-    length = np.linalg.norm(h, axis=1)
-    R = R_BC(frame.pan_deg, frame.tilt_deg)
-    dirs = (R[:, :2] @ np.linalg.inv(frame.intrinsics.K[:2, :2]))[None] / length[:, None, None]
-    return (h / length[:, None]) @ R.T, dirs
-
-
-def _pair_matches(
-    query_index: int,
-    reference_index: int,
-    query: FrameObservation,
-    query_bearings: tuple[np.ndarray, np.ndarray],
-    reference: FrameObservation,
-    b_reference: np.ndarray,
-    pairs: np.ndarray,
-    keypoint_ids: np.ndarray,
-    sizes: tuple[tuple[int, int], ...],
-) -> BearingMatches:
-    """Bearing matches of one (query, reference) pair from index pairs [query_idx, reference_idx]; their
-    keypoint ids are ``pairs + keypoint_ids`` (the two frames' first ids)."""
-    n = len(pairs)
-    m_query, dirs = query_bearings
-    return BearingMatches(
-        m_query[pairs[:, 0]],
-        dirs[pairs[:, 0]],
-        b_reference[pairs[:, 1]],
-        np.broadcast_to(R_BC(reference.pan_deg, reference.tilt_deg).T, (n, 3, 3)),
-        np.broadcast_to(reference.intrinsics.K[:2, :2], (n, 2, 2)),
-        np.full(n, query_index),
-        query.features.keypoints[pairs[:, 0]].astype(float),
-        np.full(n, reference_index),
-        pairs + keypoint_ids,
-        sizes,
-    )
 
 
 def estimate_drift(
@@ -67,15 +43,23 @@ def estimate_drift(
     references: list[FrameObservation],
     matcher: Matcher,
     config: DriftConfig | None = None,
+    offset: OpticalCentreOffset | None = None,
 ) -> DriftReport:
     """Mount drift of one camera-hour: each query frame is matched (once) to the reference frames its
     telemetry overlaps; the report holds one estimate per query frame (that frame alone) and the joint
-    estimate of the single drift shared by all of them. Angles and σ in degrees; failures carry a reason."""
+    estimate of the single drift shared by all of them. Angles and σ in degrees; failures carry a reason.
+
+    ``offset``: the camera's optical-centre offset (:func:`estimate_optical_centre_offset` of the same
+    reference scan, which a caller may keep per camera); when None and ``config.parallax``, it is estimated
+    here from ``references`` (once per process and scan, :func:`cached_optical_centre_offset`)."""
     if not queries:
         raise ValueError("estimate_drift needs at least one query frame")
     if not references:
         raise ValueError("estimate_drift needs at least one reference frame")
     config = config or DriftConfig()
+    if offset is None and config.parallax:
+        offset = cached_optical_centre_offset(references, matcher, config)
+    used = offset if offset is not None and offset.used else None
     sizes = tuple(q.intrinsics.image_size for q in queries)
     reference_pan_tilts = np.array([[r.pan_deg, r.tilt_deg] for r in references])
     reference_hfovs = np.array([r.hfov_deg for r in references])
@@ -100,7 +84,7 @@ def estimate_drift(
             )
             per_frame.append((name, DriftEstimate.failure(reason, 0, 1)))
             continue
-        query_bearings = _mount_bearings(query)
+        query_bearings = query.mount_bearings()
         parts = []
         for ri in ref_ids:
             reference = references[ri]
@@ -108,9 +92,8 @@ def estimate_drift(
                 reference_bearings[ri] = reference.intrinsics.unproject(reference.features.keypoints)
             pairs = np.asarray(matcher.match(query.features, reference.features)[0], dtype=int).reshape(-1, 2)
             parts.append(
-                _pair_matches(
-                    qi,
-                    ri,
+                BearingMatches.from_pair(
+                    (qi, ri),
                     query,
                     query_bearings,
                     reference,
@@ -118,45 +101,57 @@ def estimate_drift(
                     pairs,
                     first_ids[[qi, len(queries) + ri]],
                     sizes,
+                    used.inverse_depths[ri] if used is not None and used.inverse_depths else None,
                 )
             )
         matches = BearingMatches.concatenate(parts).first_per_keypoint(0)  # nearest reference first
         D0 = (
-            _initial_drift(matches, config)
+            _initial_drift(matches, config, used)
             if _can_refine(query, [references[i] for i in ref_ids], config)
             else None
         )
         estimate = None
         if D0 is not None:
-            refined = _photometrically_refined(matches, D0, query, references, config)
-            estimate = solve_drift(refined, config, [D0], n_query_frames=1)
+            refined = _photometrically_refined(matches, D0, query, references, config, used)
+            estimate = solve_drift(refined, config, [D0], n_query_frames=1, offset=used)
         if estimate is not None and estimate.success:
             matches = refined
         else:  # no refinement possible, or too little of it converged: the matches as detected
-            estimate = solve_drift(matches, config, n_query_frames=1)
+            estimate = solve_drift(matches, config, n_query_frames=1, offset=used)
         per_query.append(matches)
         per_frame.append((name, estimate))
 
     if not per_query:
         reason = "no reference frame overlaps any query frame's telemetry"
-        return DriftReport(per_frame, DriftEstimate.failure(reason, 0, len(queries)))
+        return DriftReport(per_frame, DriftEstimate.failure(reason, 0, len(queries)), offset)
     hypotheses = [e.D for _, e in per_frame if e.success]
     pooled = BearingMatches.concatenate(per_query).first_per_keypoint(1)
-    return DriftReport(per_frame, solve_drift(pooled, config, hypotheses, n_query_frames=len(queries)))
+    joint = solve_drift(pooled, config, hypotheses, n_query_frames=len(queries), offset=used)
+    return DriftReport(per_frame, joint, offset)
 
 
-def _initial_drift(matches: BearingMatches, config: DriftConfig) -> np.ndarray | None:
+def _initial_drift(
+    matches: BearingMatches, config: DriftConfig, offset: OpticalCentreOffset | None
+) -> np.ndarray | None:
     """A first drift for the photometric refinement: the RANSAC hypothesis re-fitted (Kabsch, bearings) to
-    its inliers; None with fewer than ``min_inliers`` of them (then :func:`solve_drift` says why)."""
+    its inliers, and with an optical centre ``offset`` refined once with each match's depth marginalised;
+    None with fewer than ``min_inliers`` inliers (then :func:`solve_drift` says why)."""
     if len(matches) < config.min_inliers:
         return None
     D = ransac_drift(matches, config, [], np.random.default_rng(config.seed))
     if D is None:
         return None
-    inliers = inlier_mask(matches, D, config)
+    offset_m = None if offset is None else offset.offset_m
+    inliers = inlier_mask(matches, D, config, offset_m=offset_m)
     if inliers.sum() < config.min_inliers:
         return None
-    return kabsch_rotation(matches.m_query[inliers], matches.m_reference[inliers])
+    D = kabsch_rotation(matches.m_query[inliers], matches.m_reference[inliers])
+    if offset_m is None:
+        return D
+    inliers = inlier_mask(matches, D, config, offset_m=offset_m)
+    if inliers.sum() < config.min_inliers:
+        return None
+    return refine_drift(matches.subset(inliers), D, np.zeros(2), config, offset_m)[0]
 
 
 def _can_refine(query: FrameObservation, references: list[FrameObservation], config: DriftConfig) -> bool:
@@ -169,33 +164,55 @@ def _photometrically_refined(
     query: FrameObservation,
     references: list[FrameObservation],
     config: DriftConfig,
+    offset: OpticalCentreOffset | None,
 ) -> BearingMatches:
     """The inliers of drift ``D`` among one query frame's ``matches`` (at most ``refine_max_matches`` of
     them) with their reference positions refined photometrically (:func:`geometry.refine.refine_matches`);
     matches whose refinement fails are dropped. The query keypoints stay as detected: they only say where
-    the query is sampled, so the query detector's bias no longer matters."""
-    inliers = np.flatnonzero(inlier_mask(matches, D, config))
+    the query is sampled, so the query detector's bias no longer matters. With an optical centre
+    ``offset`` each match is predicted at the depth its detected keypoints give (along its epipolar line)."""
+    offset_m = np.zeros(3) if offset is None else offset.offset_m
+    inliers = np.flatnonzero(inlier_mask(matches, D, config, offset_m=offset_m))
     if len(inliers) > config.refine_max_matches:
         rng = np.random.default_rng(config.seed)
         inliers = np.sort(rng.choice(inliers, config.refine_max_matches, replace=False))
     matches = matches.subset(inliers)
+    rho = _inverse_depths(matches, D, offset_m, config)
     b_reference = matches.b_reference.copy()
     keep = np.zeros(len(matches), dtype=bool)
-    R_q = R_BC(query.pan_deg, query.tilt_deg)
+    R_q = D @ R_BC(query.pan_deg, query.tilt_deg)  # query camera -> reference mount
     for ri in np.unique(matches.reference_index):
         reference = references[ri]
         sel = np.flatnonzero(matches.reference_index == ri)
-        R_rq = R_BC(reference.pan_deg, reference.tilt_deg).T @ D @ R_q  # query camera -> reference camera
+        R_r = R_BC(reference.pan_deg, reference.tilt_deg)
+        R_rq = R_r.T @ R_q  # query camera -> reference camera
+        t_r = R_r.T @ (R_q - R_r) @ offset_m  # query centre - reference centre, reference camera (m)
         q_int, r_int = query.intrinsics, reference.intrinsics
-        pixels = matches.query_pixels[sel]
+        pixels, rho_sel = matches.query_pixels[sel], rho[sel, None]
+
+        def to_query(p: np.ndarray, r_int=r_int, q_int=q_int, R_rq=R_rq, t_r=t_r, rho=rho_sel) -> np.ndarray:
+            return q_int.project(r_int.unproject(p) @ R_rq - rho * (t_r @ R_rq))
+
         refined, ok = refine_matches(
             query.image,
             reference.image,
             pixels,
-            lambda p, r_int=r_int, q_int=q_int, R_rq=R_rq: q_int.project(r_int.unproject(p) @ R_rq),
-            r_int.project(q_int.unproject(pixels) @ R_rq.T),
+            to_query,
+            r_int.project(q_int.unproject(pixels) @ R_rq.T + rho_sel * t_r),
             config.refine,
         )
         b_reference[sel] = r_int.unproject(refined)
         keep[sel] = ok
     return replace(matches, b_reference=b_reference).subset(keep)
+
+
+def _inverse_depths(
+    matches: BearingMatches, D: np.ndarray, offset_m: np.ndarray, config: DriftConfig
+) -> np.ndarray:
+    """Inverse depth (N,) of each match's point along its query bearing (1/m at the offset's length): its
+    prior (from the reference scan, else near 0) updated by where its detected reference keypoint lies along
+    its epipolar line under drift ``D``; zeros without offset."""
+    weights = whitening(matches, D, np.zeros(2), offset_m, config)
+    if weights is None:
+        return np.zeros(len(matches))
+    return weights.inverse_depths(reprojection_errors(matches, D)[0])[0]

@@ -9,17 +9,23 @@ Gaussian prior: it biases the drift wherever query and reference zooms differ. T
 ``(JᵀJ / σ² + prior)⁻¹`` with σ² from the residuals is propagated to yaw/pitch/roll (degrees). An estimate
 that the data cannot support (too few inliers, inliers bunched in a small part of the image, σ too large)
 is returned with ``success=False``, NaN angles and the reason — never as a number.
+
+With an optical centre offset from the pan/tilt axes (:mod:`geometry.drift.parallax`) views are not pure
+rotations: a match's reference point lies on an epipolar line, at an unknown depth. Each depth is
+marginalised (:func:`whitening`: the residual across the line is kept, the one along it down-weighted by the
+depth's prior, which the reference scan may have measured); the offset's uncertainty enters σ.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
 from scipy.optimize import least_squares
 
-from geometry.drift.types import BearingMatches, DriftConfig, DriftEstimate
+from geometry.drift.types import BearingMatches, DriftConfig, DriftEstimate, OpticalCentreOffset
 from geometry.rotations import drift_angles, rotvec_to_matrix
 
 
@@ -60,6 +66,91 @@ def reprojection_errors(
     if bias_jacobian:
         J[:, :, 3:] -= np.eye(2)  # the reference keypoint moves by the bias itself
     return residuals, J
+
+
+def line_directions(matches: BearingMatches, D: np.ndarray, offset_m: np.ndarray) -> np.ndarray:
+    """Motion (N, 2) of each match's predicted reference point (undistorted reference pixels) per unit inverse
+    depth (1/m) of its scene point along the query bearing: the direction and scale of its epipolar line.
+
+    The optical centres sit at ``R_BC · offset_m`` from the rotation centre (``offset_m``: camera frame,
+    metres), the query's turned by the drift ``D`` about the rotation centre; a point at inverse depth ρ
+    projects at ``R_CB_r (D m_q + ρ (c_q − c_r))`` in the reference camera, a straight line in ρ."""
+    R = matches.R_CB_reference
+    p = np.einsum("nij,nj->ni", R, matches.m_query @ D.T)
+    baseline = matches.R_BC_query @ offset_m @ D.T - np.einsum("nji,j->ni", R, offset_m)
+    t = np.einsum("nij,nj->ni", R, baseline)
+    z = p[:, 2:3]
+    e = (t[:, :2] - p[:, :2] / z * t[:, 2:3]) / z
+    return np.einsum("nij,nj->ni", matches.focal_reference, e)
+
+
+@dataclass(frozen=True)
+class Whitening:
+    """Each match's residual with its unknown depth marginalised: its predicted reference point moves along
+    its epipolar line by ρ·d pixels (``line`` d (N, 2), :func:`line_directions`) for an inverse depth ρ with
+    a Gaussian prior (``prior_mean`` and ``prior_sigma`` (N,), 1/m). The residual plus the prior's parallax
+    ``ρ̄·d`` has covariance ``σ_n² I + σ_ρ² d dᵀ``; whitening keeps its component across the line and scales
+    the one along it by ``1/√(1 + (σ_ρ |d| / σ_n)²)``. ``noise_px``: σ_n (pixels), the robust scale of the
+    across-line residuals."""
+
+    line: np.ndarray
+    prior_mean: np.ndarray
+    prior_sigma: np.ndarray
+    noise_px: float
+
+    def _direction_and_shrink(self) -> tuple[np.ndarray, np.ndarray]:
+        norm = np.linalg.norm(self.line, axis=1)
+        shrink = 1.0 - 1.0 / np.sqrt(1.0 + (self.prior_sigma * norm / self.noise_px) ** 2)
+        return self.line / np.maximum(norm, 1e-300)[:, None], shrink
+
+    def apply(self, r: np.ndarray, J: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+        """Whitened residuals (N, 2) (pixels) and Jacobian (N, 2, k) (None stays None)."""
+        direction, shrink = self._direction_and_shrink()
+        along = shrink[:, None] * direction
+        r = r + self.prior_mean[:, None] * self.line
+        r = r - along * np.einsum("ni,ni->n", direction, r)[:, None]
+        if J is not None:
+            J = J - along[:, :, None] * np.einsum("ni,nik->nk", direction, J)[:, None, :]
+        return r, J
+
+    def inverse_depths(self, r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Posterior mean and σ (N,) of the inverse depths (1/m) given the (not whitened) residuals (N, 2)."""
+        information = (
+            1.0 / self.prior_sigma**2 + np.einsum("ni,ni->n", self.line, self.line) / self.noise_px**2
+        )
+        mean = self.prior_mean - np.einsum(
+            "ni,ni->n", self.line, r + self.prior_mean[:, None] * self.line
+        ) / (self.noise_px**2 * information)
+        return mean, 1.0 / np.sqrt(information)
+
+    def subset(self, mask: np.ndarray) -> Whitening:
+        return Whitening(self.line[mask], self.prior_mean[mask], self.prior_sigma[mask], self.noise_px)
+
+
+def whitening(
+    matches: BearingMatches,
+    D: np.ndarray,
+    bias: np.ndarray,
+    offset_m: np.ndarray | None,
+    config: DriftConfig,
+    noise_px: float | None = None,
+) -> Whitening | None:
+    """The depth marginalisation of ``matches`` under drift ``D``, keypoint ``bias`` (pixels) and optical
+    centre offset ``offset_m`` (camera frame, metres); None without an offset (pure rotations). The depth
+    priors are the matches' (:attr:`BearingMatches.inverse_depth_prior`), else ``N(0, σ_ρ²)`` with σ_ρ =
+    ``config.inverse_depth_sigma_per_m``. ``noise_px``: σ_n, by default the robust scale of the across-line
+    residuals."""
+    if offset_m is None or not np.any(offset_m):
+        return None
+    d = line_directions(matches, D, offset_m)
+    known = np.isfinite(matches.inverse_depth_prior[:, 0])
+    mean = np.where(known, matches.inverse_depth_prior[:, 0], 0.0)
+    sigma = np.where(known, matches.inverse_depth_prior[:, 1], config.inverse_depth_sigma_per_m)
+    if noise_px is None:
+        r = _bias_corrected(matches, D, bias)[0]
+        across = np.abs(d[:, 0] * r[:, 1] - d[:, 1] * r[:, 0]) / np.maximum(np.linalg.norm(d, axis=1), 1e-300)
+        noise_px = max(1.4826 * float(np.median(across)) if len(across) else 0.0, 1e-3)
+    return Whitening(d, mean, sigma, noise_px)
 
 
 def _hull_fraction(matches: BearingMatches) -> float:
@@ -134,24 +225,49 @@ def _bias_corrected(
     return r, (J if bias_jacobian else J[:, :, :3])
 
 
+def _residuals(
+    matches: BearingMatches,
+    D: np.ndarray,
+    bias: np.ndarray,
+    weights: Whitening | None,
+    bias_jacobian: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_bias_corrected` residuals and Jacobian, whitened by the depth marginalisation ``weights``."""
+    r, J = _bias_corrected(matches, D, bias, bias_jacobian)
+    return (r, J) if weights is None else weights.apply(r, J)
+
+
 def inlier_mask(
-    matches: BearingMatches, D: np.ndarray, config: DriftConfig, bias: np.ndarray | None = None
+    matches: BearingMatches,
+    D: np.ndarray,
+    config: DriftConfig,
+    bias: np.ndarray | None = None,
+    offset_m: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Mask of the matches whose reprojection error (reference pixels; with the keypoint ``bias``, pixels)
+    """Mask of the matches whose reprojection error (reference pixels; with the keypoint ``bias``, pixels,
+    and the optical centre ``offset_m``, metres: the error across the epipolar line, along it down-weighted)
     under drift ``D`` is below ``config.ransac_threshold_px``."""
-    r = _bias_corrected(matches, D, np.zeros(2) if bias is None else bias)[0]
+    bias = np.zeros(2) if bias is None else bias
+    r = _residuals(matches, D, bias, whitening(matches, D, bias, offset_m, config))[0]
     return np.sum(r**2, axis=1) < config.ransac_threshold_px**2
 
 
-def _refine(
-    matches: BearingMatches, D0: np.ndarray, bias0: np.ndarray, config: DriftConfig
+def refine_drift(
+    matches: BearingMatches,
+    D0: np.ndarray,
+    bias0: np.ndarray,
+    config: DriftConfig,
+    offset_m: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Robust least squares (scipy ``least_squares``, trust region) of the reprojection errors (reference
     pixels) of ``matches`` over the drift and, with a Gaussian prior of ``config.keypoint_bias_sigma_px``,
-    the keypoint bias (pixels). Returns the refined drift matrix and keypoint bias."""
+    the keypoint bias (pixels); with an optical centre ``offset_m`` (metres) each match's depth is
+    marginalised (:func:`whitening`, weights from ``D0``). Returns the refined drift matrix and keypoint
+    bias."""
     sigma_c = config.keypoint_bias_sigma_px
     n_par = 5 if sigma_c > 0 else 3
-    r0 = _bias_corrected(matches, D0, bias0)[0]
+    weights = whitening(matches, D0, bias0, offset_m, config)
+    r0 = _residuals(matches, D0, bias0, weights)[0]
     prior_weight = max(1.4826 * float(np.median(np.abs(r0))), 1e-3) / max(sigma_c, 1e-12)
     cache: dict[bytes, tuple[np.ndarray, np.ndarray]] = {}
 
@@ -161,7 +277,7 @@ def _refine(
             cache.clear()
             D = rotvec_to_matrix(theta[:3]) @ D0
             bias = theta[3:] if n_par == 5 else bias0
-            r, J = _bias_corrected(matches, D, bias, bias_jacobian=n_par == 5)
+            r, J = _residuals(matches, D, bias, weights, bias_jacobian=n_par == 5)
             r, J = r.ravel(), J.reshape(-1, n_par)
             if n_par == 5:  # prior residuals bias / σ_c, in units of the residuals' robust scale
                 r = np.concatenate([r, prior_weight * theta[3:]])
@@ -182,20 +298,47 @@ def _refine(
     return rotvec_to_matrix(result.x[:3]) @ D0, bias
 
 
-def _angle_covariance(matches: BearingMatches, D: np.ndarray, bias: np.ndarray, sigma_c: float) -> np.ndarray:
+def _angle_covariance(
+    matches: BearingMatches,
+    D: np.ndarray,
+    bias: np.ndarray,
+    config: DriftConfig,
+    offset: OpticalCentreOffset | None,
+) -> np.ndarray:
     """Covariance (deg²) of (yaw, pitch, roll): the inverse of the information ``JᵀJ / σ²`` (σ² from the
-    residuals of ``matches``, pixels²) of drift and keypoint bias, the bias with its Gaussian prior
-    ``sigma_c`` (pixels; none when 0), propagated to the angles."""
-    r, J = _bias_corrected(matches, D, bias, bias_jacobian=True)
+    (whitened) residuals of ``matches``, pixels²) of drift and keypoint bias, the bias with its Gaussian
+    prior ``config.keypoint_bias_sigma_px`` (pixels; none when 0), plus the spread that the uncertainty of
+    the optical centre ``offset`` (its covariance) causes, propagated to the angles."""
+    sigma_c = config.keypoint_bias_sigma_px
+    offset_m = None if offset is None else offset.offset_m
+    weights = whitening(matches, D, bias, offset_m, config)
+    r, J = _residuals(matches, D, bias, weights, bias_jacobian=True)
     n_par = 5 if sigma_c > 0 else 3
     J = J[:, :, :n_par].reshape(-1, n_par)
     sigma2 = float(np.sum(r**2)) / (r.size - n_par)
     info = J.T @ J / sigma2
     info[3:, 3:] += np.eye(n_par - 3) / max(sigma_c, 1e-12) ** 2
     try:
-        cov_w = np.linalg.inv(info)[:3, :3]
+        cov = np.linalg.inv(info)
     except np.linalg.LinAlgError:
         return np.full((3, 3), np.inf)
+    cov_w = cov[:3, :3]
+    if weights is not None and np.any(offset.covariance):
+        # consider parameter: d(drift)/d(offset) = -info⁻¹ Jᵀ (dr/d offset) / σ², central differences
+        h = 1e-3 * config.offset_length_m
+        J_o = np.empty((r.size, 3))
+        for k in range(3):
+            step = np.zeros(3)
+            step[k] = h
+            plus, minus = (
+                _residuals(
+                    matches, D, bias, whitening(matches, D, bias, offset_m + s, config, weights.noise_px)
+                )[0]
+                for s in (step, -step)
+            )
+            J_o[:, k] = (plus - minus).ravel() / (2 * h)
+        S = (cov @ (J.T @ J_o) / sigma2)[:3]
+        cov_w = cov_w + S @ offset.covariance @ S.T
     h = 1e-6
     G = np.empty((3, 3))
     for k in range(3):
@@ -212,11 +355,14 @@ def solve_drift(
     config: DriftConfig | None = None,
     hypotheses: Sequence[np.ndarray] = (),
     n_query_frames: int | None = None,
+    offset: OpticalCentreOffset | None = None,
 ) -> DriftEstimate:
     """Drift D from pooled bearing matches: 2-point RANSAC, robust refinement, covariance and the checks of
     ``config``. ``hypotheses`` are extra candidate D (3 x 3, e.g. per-frame results) scored alongside the
-    samples. Angles and σ of the result in degrees."""
+    samples; with an optical centre ``offset`` each match's depth is marginalised (the RANSAC still scores
+    rotations). Angles and σ of the result in degrees."""
     config = config or DriftConfig()
+    offset_m = None if offset is None else offset.offset_m
     n = len(matches)
     nq = len(np.unique(matches.query_index)) if n_query_frames is None else n_query_frames
     if n < config.min_inliers:
@@ -230,13 +376,13 @@ def solve_drift(
     if D is None:
         return DriftEstimate.failure("no valid 2-point sample (all matched bearings nearly coincide)", n, nq)
     bias = np.zeros(2)
-    inliers = inlier_mask(matches, D, config)
+    inliers = inlier_mask(matches, D, config, offset_m=offset_m)
     for _ in range(2):  # refine on the inliers; once more if that changes more than 1 % of the inlier set
         if inliers.sum() < config.min_inliers:
             break
-        D, bias = _refine(matches.subset(inliers), D, bias, config)
+        D, bias = refine_drift(matches.subset(inliers), D, bias, config, offset_m)
         previous = inliers
-        inliers = inlier_mask(matches, D, config, bias)
+        inliers = inlier_mask(matches, D, config, bias, offset_m)
         if np.count_nonzero(inliers != previous) <= 0.01 * previous.sum():
             break
     n_in = int(inliers.sum())
@@ -258,7 +404,7 @@ def solve_drift(
             nq,
             n_in,
         )
-    sigma = np.sqrt(np.diag(_angle_covariance(kept, D, bias, config.keypoint_bias_sigma_px)))
+    sigma = np.sqrt(np.diag(_angle_covariance(kept, D, bias, config, offset)))
     if not np.all(sigma <= config.max_sigma_deg):
         return DriftEstimate.failure(
             "uncertainty too large (σ yaw/pitch/roll = "

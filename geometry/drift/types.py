@@ -16,6 +16,7 @@ import numpy as np
 from geometry.camera import Intrinsics
 from geometry.features import Features
 from geometry.refine import RefineConfig
+from geometry.rotations import R_BC
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,16 @@ class FrameObservation:
         """Horizontal field of view (degrees) of the undistorted pinhole model."""
         return float(np.degrees(2.0 * np.arctan2(self.intrinsics.image_size[0] / 2.0, self.intrinsics.fx)))
 
+    def mount_bearings(self) -> tuple[np.ndarray, np.ndarray]:
+        """Unit mount-frame bearings (N, 3) of the keypoints at the frame's telemetry and their derivative
+        with respect to the keypoint (N, 3, 2; per pixel, up to the bearing's length)."""
+        xy = self.intrinsics.undistort_pixels(self.features.keypoints)
+        h = np.hstack([xy, np.ones((len(xy), 1))])
+        length = np.linalg.norm(h, axis=1)
+        R = R_BC(self.pan_deg, self.tilt_deg)
+        dirs = (R[:, :2] @ np.linalg.inv(self.intrinsics.K[:2, :2]))[None] / length[:, None, None]
+        return (h / length[:, None]) @ R.T, dirs
+
 
 _LOSSES = ("linear", "huber", "soft_l1", "cauchy", "arctan")
 """The robust losses of scipy's ``least_squares``."""
@@ -99,6 +110,25 @@ class DriftConfig:
     refine_max_matches: int = 200
     """Inliers refined per query frame (an even random subset when there are more; the others are dropped:
     a few hundred refined matches constrain a frame better than thousands of detected ones)."""
+    parallax: bool = True
+    """Model the parallax of an optical centre offset from the pan/tilt axes: when :func:`estimate_drift` is
+    given no offset, it estimates one from the reference scan (:mod:`geometry.drift.parallax`) and uses it
+    when the reference frames show parallax (otherwise every view is a rotation about the optical centre)."""
+    offset_length_m: float = 0.05
+    """Nominal length (metres) of the estimated optical-centre offset: only its direction is observable, each
+    match's depth absorbs the scale (measured: 4 or 8 cm for a true 6 cm gave the same drift)."""
+    offset_axis_sigma_rad: float = 0.5
+    """Prior σ (radians) of the offset's angle from the optical axis: a direction the reference scan cannot
+    see (e.g. sideways when no pan neighbours overlap) stays near the axis, with this uncertainty in σ."""
+    inverse_depth_sigma_per_m: float = 1.0
+    """Prior σ (1/m, at the nominal offset length) of a matched point's inverse depth, which is
+    marginalised: along its epipolar line a residual is down-weighted by ``1/√(1 + (σ_ρ·|d|/σ_n)²)`` (|d|:
+    pixels of parallax per unit inverse depth, σ_n: the matches' noise), across it kept."""
+    min_parallax_px: float = 0.05
+    """Smallest median parallax (reference pixels, along the epipolar lines of the reference scan's
+    overlapping frame pairs) for which the offset is used; below it the views are treated as rotations."""
+    offset_pairs_per_frame: int = 3
+    """Overlapping reference frames matched to each reference frame to estimate the offset."""
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -114,6 +144,12 @@ class DriftConfig:
             raise ValueError("refine_max_matches must be at least min_inliers")
         if self.min_inliers < 3 or self.min_hull_fraction < 0 or self.keypoint_bias_sigma_px < 0:
             raise ValueError("min_inliers must be >= 3, min_hull_fraction and keypoint_bias_sigma_px >= 0")
+        if min(self.offset_length_m, self.inverse_depth_sigma_per_m, self.offset_axis_sigma_rad) <= 0:
+            raise ValueError("offset_length_m, inverse_depth_sigma_per_m, offset_axis_sigma_rad must be > 0")
+        if self.min_parallax_px < 0:
+            raise ValueError("min_parallax_px must be >= 0")
+        if self.offset_pairs_per_frame < 1:
+            raise ValueError("offset_pairs_per_frame must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -145,12 +181,47 @@ class DriftEstimate:
 
 
 @dataclass(frozen=True)
+class OpticalCentreOffset:
+    """The optical centre's offset from the pan/tilt rotation centre, constant per camera, in the camera
+    frame (x right, y down, z forward), metres, as estimated from the reference scan
+    (:func:`geometry.drift.parallax.estimate_optical_centre_offset`).
+
+    Only the direction is observable (each match's depth absorbs the scale): ``offset_m`` is the direction
+    times :attr:`DriftConfig.offset_length_m`, or zero when the reference scan shows no parallax
+    (``reason`` says why). ``covariance`` (3 x 3, m², rank 2: the direction's uncertainty) enters the drift's
+    σ. ``parallax_px``: median parallax of the reference pairs' inliers along their epipolar lines (pixels);
+    ``n_matches``: those inliers. ``inverse_depths``: per reference frame, the mean and σ (K_r, 2) of each
+    keypoint's inverse depth (1/m at the nominal length) measured by that parallax, NaN where unknown; a
+    query match to that keypoint then knows where along its epipolar line it lies.
+    """
+
+    offset_m: np.ndarray
+    covariance: np.ndarray
+    parallax_px: float
+    n_matches: int
+    reason: str = ""
+    inverse_depths: tuple[np.ndarray, ...] = ()
+
+    @classmethod
+    def none(cls, reason: str, parallax_px: float = 0.0, n_matches: int = 0) -> OpticalCentreOffset:
+        """No offset: views are rotations about the optical centre."""
+        return cls(np.zeros(3), np.zeros((3, 3)), parallax_px, n_matches, reason)
+
+    @property
+    def used(self) -> bool:
+        """Whether the drift is estimated with parallax (a non-zero offset)."""
+        return bool(np.any(self.offset_m))
+
+
+@dataclass(frozen=True)
 class DriftReport:
     """The drift of one camera-hour: one estimate per query frame (that frame alone, keyed by its name) and
-    the joint estimate of the single drift shared by all of them."""
+    the joint estimate of the single drift shared by all of them; ``offset``: the optical-centre offset the
+    estimates used (None: parallax not modelled)."""
 
     per_frame: list[tuple[str, DriftEstimate]]
     joint: DriftEstimate
+    offset: OpticalCentreOffset | None = None
 
 
 @dataclass(frozen=True)
@@ -162,6 +233,10 @@ class BearingMatches:
     pixel of keypoint bias in the query image, ``R_BC(q)[:, :2] · K_q[:2, :2]⁻¹ / ‖(x, y, 1)‖``.
     ``b_reference`` (N, 3): unit reference bearings in the reference camera frame (undistorted).
     ``R_CB_reference`` (N, 3, 3): ``R_BC(r)ᵀ`` of each match's reference frame.
+    ``R_BC_query`` (N, 3, 3): ``R_BC(q)`` of each match's query frame (places its optical centre).
+    ``inverse_depth_prior`` (N, 2): mean and σ of the inverse depth (1/m, at the optical-centre offset's
+    nominal length) of each match's point, from the reference scan (:attr:`OpticalCentreOffset.inverse_depths`
+    of its reference keypoint); NaN where none is known.
     ``focal_reference`` (N, 2, 2): the reference frame's ``K[:2, :2]`` (pixels) for reprojection errors.
     ``query_index`` (N,), ``query_pixels`` (N, 2): which query frame and where in it (pixels).
     ``reference_index`` (N,): which reference frame (index into the references).
@@ -173,6 +248,8 @@ class BearingMatches:
     query_bias_dirs: np.ndarray
     b_reference: np.ndarray
     R_CB_reference: np.ndarray
+    R_BC_query: np.ndarray
+    inverse_depth_prior: np.ndarray
     focal_reference: np.ndarray
     query_index: np.ndarray
     query_pixels: np.ndarray
@@ -187,6 +264,41 @@ class BearingMatches:
     def m_reference(self) -> np.ndarray:
         """Unit reference bearings in the mount frame (N, 3)."""
         return np.einsum("nji,nj->ni", self.R_CB_reference, self.b_reference)
+
+    @classmethod
+    def from_pair(
+        cls,
+        indices: tuple[int, int],
+        query: FrameObservation,
+        query_bearings: tuple[np.ndarray, np.ndarray],
+        reference: FrameObservation,
+        b_reference: np.ndarray,
+        pairs: np.ndarray,
+        keypoint_ids: np.ndarray,
+        sizes: tuple[tuple[int, int], ...],
+        reference_depths: np.ndarray | None = None,
+    ) -> BearingMatches:
+        """Matches of one (query, reference) frame pair from keypoint index pairs [query_idx, reference_idx]:
+        ``indices`` (query index, reference index), the query's :meth:`FrameObservation.mount_bearings`, the
+        reference's unit camera-frame bearings, the two frames' first keypoint ids (``keypoint_ids`` (2,)),
+        the query image sizes and the reference keypoints' inverse depths (mean, σ) (K_r, 2) if known."""
+        n = len(pairs)
+        m_query, dirs = query_bearings
+        depths = np.full((n, 2), np.nan) if reference_depths is None else reference_depths[pairs[:, 1]]
+        return cls(
+            m_query[pairs[:, 0]],
+            dirs[pairs[:, 0]],
+            b_reference[pairs[:, 1]],
+            np.broadcast_to(R_BC(reference.pan_deg, reference.tilt_deg).T, (n, 3, 3)),
+            np.broadcast_to(R_BC(query.pan_deg, query.tilt_deg), (n, 3, 3)),
+            depths,
+            np.broadcast_to(reference.intrinsics.K[:2, :2], (n, 2, 2)),
+            np.full(n, indices[0]),
+            query.features.keypoints[pairs[:, 0]].astype(float),
+            np.full(n, indices[1]),
+            pairs + keypoint_ids,
+            sizes,
+        )
 
     def first_per_keypoint(self, column: int) -> BearingMatches:
         """The first match of every query (``column`` 0) or reference (1) keypoint: a keypoint in several

@@ -29,7 +29,8 @@ def render_frame(
     spec: SimulatedBackend, name: str, pan: float, tilt: float, zoom: float, at: datetime
 ) -> np.ndarray:
     """RGB uint8 view of camera ``name`` at (pan deg, tilt deg, zoom 0..1) and time ``at``; the noise is
-    seeded by camera, time and pose, so the same request renders the same image."""
+    seeded by camera, time and pose, so the same request renders the same image. The optical centre sits at
+    ``optical_centre_offset_m`` (camera frame) from the rotation centre, which the drift rotates about."""
     intr = spec.zoom_model.intrinsics_at(spec.intrinsics, zoom)
     frame_seed = zlib.crc32(f"{name}|{at.isoformat()}|{pan:.4f}|{tilt:.4f}|{zoom:.4f}".encode())
     rng = np.random.default_rng(frame_seed)
@@ -38,7 +39,15 @@ def render_frame(
         return np.clip(image + rng.normal(0, 2.0, image.shape), 0, 255).astype(np.uint8)
     R_WC = spec.R_WB(at) @ R_BC(pan, tilt)
     pano = load_panorama(str(spec.panorama_path))
-    return render_view(pano, intr, R_WC, rng=rng, nuisances=Nuisances.typical() if spec.nuisances else None)
+    return render_view(
+        pano,
+        intr,
+        R_WC,
+        rng=rng,
+        nuisances=Nuisances.typical() if spec.nuisances else None,
+        ground_depth_m=spec.ground_depth_m,
+        camera_centre_W=None if spec.ground_depth_m is None else R_WC @ spec.optical_centre_offset_m,
+    )
 
 
 class SimulatedPTZCamera:
