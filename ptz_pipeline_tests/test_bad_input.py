@@ -1,5 +1,6 @@
 """Bad input gives one line naming the file (and the key): an intrinsics file that is not an npz, a manifest
-naming a missing image, an invalid manifest, a broken devices.yaml when the code location loads."""
+naming a missing image, an invalid manifest, a broken devices.yaml when the code location loads; r_align's
+survey is JSON or CSV, never both."""
 
 from __future__ import annotations
 
@@ -9,11 +10,13 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+import dagster as dg
 import numpy as np
 import pytest
 
 from geometry.camera import load_calibration
-from ptz_pipeline import scans
+from ptz_pipeline import scans, versions
+from ptz_pipeline.assets.r_align import _control_points
 from ptz_pipeline.cli import main
 from ptz_pipeline.definitions import build_definitions
 from ptz_pipeline.devices import DevicesConfigError, load_devices
@@ -138,3 +141,21 @@ def test_a_threshold_given_as_text_is_rejected() -> None:
     with pytest.raises(DevicesConfigError) as raised:
         load_devices(BROKEN_FLEET)
     assert one_line(str(raised.value)) == f"devices.yaml: {BROKEN_MESSAGE}"
+
+
+def test_r_align_reads_the_survey_as_json_or_csv_and_refuses_two(storage: ObjectStorageResource) -> None:
+    cam = load_devices("- name: site-a\n  cameras:\n    - name: cam-1\n").camera("site-a__cam-1")
+    reference = versions.begin_version(storage, "site-a", "cam-1", "reference")
+    scans.write_scan(storage, reference.prefix, cam.key, "reference", [np.zeros((16, 16, 3), np.uint8)],
+                     [(10.0, -5.0, 0.0, datetime(2026, 11, 23, tzinfo=UTC))])  # fmt: skip
+    csv = "name,image,u,v,east,north,up\ncamera,,,,0,0,0\nmast,images/000.jpg,8,8,100,200,5\n"
+    storage.put_bytes(scans.control_points_key("site-a", "cam-1", "csv"), csv.encode())
+    key, data, points = _control_points(storage, cam, reference)
+    assert key.endswith("control_points.csv") and data == csv.encode()
+    assert [(p.name, p.pan, p.tilt) for p in points.points] == [("mast", 10.0, -5.0)]  # the frame's telemetry
+    storage.put_json(scans.control_points_key("site-a", "cam-1"), {"points": []})
+    with pytest.raises(dg.Failure, match="two control-point files"):
+        _control_points(storage, cam, reference)
+    storage.delete_prefix("site-a/cam-1/r_align")
+    with pytest.raises(dg.Failure, match="no control points"):
+        _control_points(storage, cam, reference)
