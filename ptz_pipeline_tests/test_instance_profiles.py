@@ -190,16 +190,12 @@ def test_sensor_ticks_and_backfills_are_recorded_on_postgres(
         tick_sensors(context)
         ticks = {
             state.name: [
-                t.status for t in k8s_instance.get_ticks(state.instigator_origin_id, state.selector_id)
+                t.status.value for t in k8s_instance.get_ticks(state.instigator_origin_id, state.selector_id)
             ]
             for state in k8s_instance.all_instigator_state()
         }
-        assert (
-            ticks["devices_sensor"]
-            == ticks["hourly_active_capture"]
-            == ticks["passive_capture"]
-            == [dg.TickStatus.SUCCESS]
-        )
+        for sensor in ("devices_sensor", "hourly_active_capture", "passive_capture"):
+            assert ticks[sensor] == ["SUCCESS"], (sensor, ticks[sensor])
         backfills = Counter((b.tags[SITE_TAG], b.tags["ptz/reason"]) for b in k8s_instance.get_backfills())
         assert backfills == {
             ("site-a", "hourly active"): 1,
