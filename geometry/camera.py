@@ -160,16 +160,33 @@ def load_calibration(path: str | Path | BinaryIO, source: str | None = None) -> 
         raise ValueError(f"{name}: not a readable calibration .npz ({exc})") from None
 
 
+def _interpolate(zoom: np.ndarray, values: np.ndarray, at: float) -> np.ndarray:
+    """Shape-preserving interpolation of ``values`` (samples along axis 0) at ``at`` within the samples'
+    ``zoom`` range: the single value, straight-line between two samples, PCHIP through more."""
+    if zoom.size == 1:
+        return values[0]
+    if zoom.size == 2:
+        return (values[1] - values[0]) / (zoom[1] - zoom[0]) * (at - zoom[0]) + values[0]  # as np.interp
+    return PchipInterpolator(zoom, values, axis=0)(at)
+
+
 @dataclass(frozen=True)
 class ZoomModel:
-    """Focal length (pixels, at the calibrated image size) as a monotone function of ONVIF zoom 0..1.
+    """Focal length (pixels, at the calibrated image size) as a monotone function of ONVIF zoom 0..1, and
+    optionally the distortion per zoom.
 
-    A table of (zoom, fx) samples interpolated with a shape-preserving PCHIP spline; zooms outside the
-    table are clamped to its ends.
+    A table of (zoom, fx) samples interpolated with a shape-preserving PCHIP spline (straight line between
+    two samples); zooms outside the table are clamped to its ends. With ``log_focal`` the spline runs through
+    log fx instead (still monotone; exact for the exponential zoom curve f0 exp(a zoom) of many zoom lenses).
+    ``dist``, when given, holds OpenCV distortion coefficients (4, 5 or 8) per zoom sample, interpolated
+    coefficient-wise the same way (PCHIP: no overshoot between samples); :meth:`intrinsics_at` then uses them
+    instead of the base intrinsics' distortion.
     """
 
     zoom: tuple[float, ...]
     focal_px: tuple[float, ...]
+    dist: tuple[tuple[float, ...], ...] | None = None
+    log_focal: bool = False
 
     def __post_init__(self) -> None:
         z, f = np.asarray(self.zoom, float), np.asarray(self.focal_px, float)
@@ -179,31 +196,69 @@ class ZoomModel:
             raise ValueError("zoom must increase strictly and focal_px must be positive and non-decreasing")
         if z[0] < 0 or z[-1] > 1:
             raise ValueError("zoom samples must lie in 0..1 (ONVIF normalised)")
+        if self.dist is not None:
+            rows = tuple(tuple(float(c) for c in row) for row in self.dist)
+            if len(rows) != z.size or len({len(r) for r in rows}) != 1 or len(rows[0]) not in (4, 5, 8):
+                raise ValueError(
+                    "dist needs one row of 4, 5 or 8 OpenCV coefficients per zoom sample, all of one length"
+                )
+            if not np.all(np.isfinite(rows)):
+                raise ValueError("dist coefficients must be finite")
+            object.__setattr__(self, "dist", rows)
 
     @classmethod
     def from_dict(cls, table: dict) -> ZoomModel:
-        """From ``{"zoom": [...], "focal_px": [...]}`` (the zoom_model.json artefact)."""
+        """From ``{"zoom": [...], "focal_px": [...]}`` (the zoom_model.json artefact), optionally with
+        ``"dist": [[k1, k2, p1, p2, k3], ...]`` (one row per zoom) and ``"log_focal": true``."""
         try:
-            return cls(tuple(float(z) for z in table["zoom"]), tuple(float(f) for f in table["focal_px"]))
-        except (KeyError, TypeError) as exc:
+            dist = table.get("dist")
+            return cls(
+                tuple(float(z) for z in table["zoom"]),
+                tuple(float(f) for f in table["focal_px"]),
+                None if dist is None else tuple(tuple(float(c) for c in row) for row in dist),
+                bool(table.get("log_focal", False)),
+            )
+        except (KeyError, TypeError, AttributeError) as exc:
             raise ValueError(f'a zoom model needs "zoom" and "focal_px" lists, got {table!r}') from exc
 
-    def to_dict(self) -> dict[str, list[float]]:
-        return {"zoom": list(self.zoom), "focal_px": list(self.focal_px)}
+    def to_dict(self) -> dict[str, list[float] | list[list[float]] | bool]:
+        """The zoom_model.json document; the optional keys only when set (files of older versions match)."""
+        out: dict[str, list[float] | list[list[float]] | bool] = {
+            "zoom": list(self.zoom),
+            "focal_px": list(self.focal_px),
+        }
+        if self.dist is not None:
+            out["dist"] = [list(row) for row in self.dist]
+        if self.log_focal:
+            out["log_focal"] = True
+        return out
 
     @classmethod
     def constant(cls, fx: float) -> ZoomModel:
         return cls((0.0,), (float(fx),))
 
+    def _clamped(self, zoom: float) -> tuple[np.ndarray, float]:
+        z = np.asarray(self.zoom, float)
+        return z, float(np.clip(zoom, z[0], z[-1]))
+
     def focal(self, zoom: float) -> float:
-        z, f = np.asarray(self.zoom, float), np.asarray(self.focal_px, float)
-        zc = float(np.clip(zoom, z[0], z[-1]))
-        if z.size == 1:
-            return float(f[0])
-        if z.size == 2:
-            return float(np.interp(zc, z, f))
-        return float(PchipInterpolator(z, f)(zc))
+        """Focal length fx (pixels) at ``zoom`` (0..1)."""
+        z, zc = self._clamped(zoom)
+        f = np.asarray(self.focal_px, float)
+        if self.log_focal:
+            return float(np.exp(_interpolate(z, np.log(f), zc)))
+        return float(_interpolate(z, f, zc))
+
+    def distortion(self, zoom: float) -> np.ndarray | None:
+        """OpenCV distortion coefficients at ``zoom`` (0..1), or None when the model has none."""
+        if self.dist is None:
+            return None
+        z, zc = self._clamped(zoom)
+        return np.asarray(_interpolate(z, np.asarray(self.dist, float), zc), float)
 
     def intrinsics_at(self, base: Intrinsics, zoom: float) -> Intrinsics:
-        """Intrinsics at ``zoom``: ``base`` with its focal length replaced by the model's."""
-        return base.with_focal(self.focal(zoom))
+        """Intrinsics at ``zoom``: ``base`` with its focal length replaced by the model's (and its distortion,
+        when the model has distortion per zoom)."""
+        zoomed = base.with_focal(self.focal(zoom))
+        dist = self.distortion(zoom)
+        return zoomed if dist is None else Intrinsics(zoomed.K, dist, zoomed.image_size)
