@@ -21,8 +21,11 @@ from ptz_pipeline.partitions import (
 )
 from ptz_pipeline.resources.camera import DevicesResource
 
+RUNNING = dg.DefaultSensorStatus.RUNNING
+"""Sensors start with the daemon; every sensor names its target (the daemon drops requests without one)."""
 
-@dg.sensor(minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING)
+
+@dg.sensor(job=calibration_job, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING)
 def devices_sensor(context: dg.SensorEvaluationContext, devices: DevicesResource) -> dg.SensorResult:
     """Keep the camera partitions equal to devices.yaml (add new, remove deleted); calibrate new cameras."""
     added, removed = camera_partition_changes(
@@ -58,14 +61,14 @@ def _hourly_capture(
     )
 
 
-@dg.sensor(minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING)
+@dg.sensor(asset_selection=[QUERY_SCAN], minimum_interval_seconds=60, default_status=RUNNING)
 def hourly_active_capture(context: dg.SensorEvaluationContext, devices: DevicesResource) -> dg.SensorResult:
     """Once per hour: capture the current hour of every active-mode camera at its PTZ stops, one run per
     site."""
     return _hourly_capture(context, devices, "active")
 
 
-@dg.sensor(minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING)
+@dg.sensor(asset_selection=[QUERY_SCAN], minimum_interval_seconds=60, default_status=RUNNING)
 def passive_capture(context: dg.SensorEvaluationContext, devices: DevicesResource) -> dg.SensorResult:
     """Once per hour: one run per site that waits for each passive-mode camera to be still for its
     ``stabilize_time`` within the hour; a camera never still gets its failure row and alert from that run."""
@@ -84,7 +87,7 @@ def _new_materializations(
     return keys, str(max(r.storage_id for r in result.records)) if result.records else None
 
 
-@dg.sensor(minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING)
+@dg.sensor(asset_selection=[ORIENTATION_OFFSETS], minimum_interval_seconds=30, default_status=RUNNING)
 def offsets_after_capture(context: dg.SensorEvaluationContext) -> dg.SensorResult:
     """Estimation follows capture: new query_scan materializations -> orientation_offsets, per site."""
     keys, cursor = _new_materializations(context, QUERY_SCAN)
@@ -95,7 +98,7 @@ def offsets_after_capture(context: dg.SensorEvaluationContext) -> dg.SensorResul
     )
 
 
-@dg.sensor(minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING)
+@dg.sensor(asset_selection=[CAMERA_DRIFT], minimum_interval_seconds=60, default_status=RUNNING)
 def drift_after_estimate(context: dg.SensorEvaluationContext) -> dg.SensorResult:
     """The per-camera drift view follows estimation: cameras with new orientation_offsets -> camera_drift,
     one run per site."""

@@ -176,11 +176,6 @@ def test_run_queue_on_postgres_launches_one_run_per_site(
 
 
 @pytest.mark.integration
-@pytest.mark.xfail(
-    strict=True,
-    reason="sensors.py: the sensor daemon rejects RunRequests of a sensor without a target: devices_sensor "
-    "needs job=calibration_job, the site sensors asset_selection= (test_sensors.py calls them directly)",
-)
 def test_sensor_ticks_and_backfills_are_recorded_on_postgres(
     k8s_instance: dg.DagsterInstance, fleet: Path
 ) -> None:
