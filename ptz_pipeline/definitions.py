@@ -38,6 +38,7 @@ def build_definitions(resources: dict[str, object] | None = None) -> dg.Definiti
             sensors.drift_after_estimate,
         ],
         resources=resources,
+        executor=dg.in_process_executor,  # a run (a site-hour, a camera's calibration) is one process
     )
 
 

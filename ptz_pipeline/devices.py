@@ -365,6 +365,8 @@ def secret_backend(camera: CameraConfig) -> OnvifBackend:
     if "username" in entry and "password" in entry:
         backend._credentials = (str(entry["username"]), str(entry["password"]))
     return backend
+
+
 _BACKEND_KINDS = frozenset({"simulated", "onvif"})
 
 
@@ -485,7 +487,7 @@ class Fleet:
             raise KeyError(f"no camera {key!r} in devices.yaml (known: {', '.join(self._by_key)})") from None
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
+class _UniqueKeyLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
     """SafeLoader that rejects a mapping key given twice (PyYAML would silently keep the last)."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:

@@ -11,7 +11,12 @@ import dagster as dg
 from ptz_pipeline.jobs import report_job
 
 
-@dg.schedule(cron_schedule="30 0 * * *", job=report_job, execution_timezone="UTC")
+@dg.schedule(
+    cron_schedule="30 0 * * *",
+    job=report_job,
+    execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+)
 def daily_report_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
     """At 00:30 UTC, export the day that just ended (UTC)."""
     day = (context.scheduled_execution_time - timedelta(days=1)).strftime("%Y-%m-%d")
