@@ -9,6 +9,17 @@ from ptz_pipeline import jobs, schedules, sensors
 from ptz_pipeline.assets import digest, drift, intrinsics, offsets, query, r_align, reference, reports
 from ptz_pipeline.settings import deployment_resources
 
+OWNER = "team:georegistration"
+KINDS: dict[dg.AssetKey, set[str]] = {
+    dg.AssetKey("camera_intrinsics"): {"opencv", "numpy"},
+    dg.AssetKey("reference_scan"): {"onvif", "s3"},
+    dg.AssetKey("reference_features"): {"pytorch", "s3"},
+    dg.AssetKey("r_align"): {"numpy", "s3"},
+    dg.AssetKey("query_scan"): {"onvif", "s3"},
+    dg.AssetKey("orientation_offsets"): {"pytorch", "iceberg", "slack"},
+}
+"""What each asset runs on, as the UI shows it (kinds declared on an asset itself are kept)."""
+
 
 def build_definitions(resources: dict[str, object] | None = None) -> dg.Definitions:
     """The code location's definitions with ``resources`` (default: PTZ_DEPLOYMENT's set).
@@ -18,9 +29,14 @@ def build_definitions(resources: dict[str, object] | None = None) -> dg.Definiti
     """
     resources = resources or deployment_resources()
     resources["devices"].fleet()
+    assets = dg.load_assets_from_modules(
+        [intrinsics, reference, r_align, query, offsets, reports, drift, digest]
+    )
     return dg.Definitions(
-        assets=dg.load_assets_from_modules(
-            [intrinsics, reference, r_align, query, offsets, reports, drift, digest]
+        assets=dg.with_source_code_references(
+            dg.map_asset_specs(
+                lambda spec: spec.merge_attributes(owners=[OWNER], kinds=KINDS.get(spec.key, set())), assets
+            )
         ),
         jobs=[
             jobs.calibration_job,

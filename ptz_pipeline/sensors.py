@@ -3,6 +3,7 @@ capture. A sensor never opens a camera or writes results; runs are grouped per s
 (ptz_pipeline.grouped).
 """
 
+import inspect
 from datetime import UTC, datetime
 
 import dagster as dg
@@ -21,11 +22,19 @@ from ptz_pipeline.partitions import (
 )
 from ptz_pipeline.resources.camera import DevicesResource
 
-RUNNING = dg.DefaultSensorStatus.RUNNING
-"""Sensors start with the daemon; every sensor names its target (the daemon drops requests without one)."""
+
+def sensor(**kwargs):
+    """``dg.sensor`` that starts with the daemon and shows the function's docstring in the UI. Every sensor
+    names its target (``job=`` or ``asset_selection=``): the daemon drops run requests without one."""
+
+    def decorate(fn):
+        doc = inspect.cleandoc(fn.__doc__ or "")
+        return dg.sensor(description=doc, default_status=dg.DefaultSensorStatus.RUNNING, **kwargs)(fn)
+
+    return decorate
 
 
-@dg.sensor(job=calibration_job, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING)
+@sensor(job=calibration_job, minimum_interval_seconds=60)
 def devices_sensor(context: dg.SensorEvaluationContext, devices: DevicesResource) -> dg.SensorResult:
     """Keep the camera partitions equal to devices.yaml (add new, remove deleted); calibrate new cameras."""
     added, removed = camera_partition_changes(
@@ -61,14 +70,14 @@ def _hourly_capture(
     )
 
 
-@dg.sensor(asset_selection=[QUERY_SCAN], minimum_interval_seconds=60, default_status=RUNNING)
+@sensor(asset_selection=[QUERY_SCAN], minimum_interval_seconds=60)
 def hourly_active_capture(context: dg.SensorEvaluationContext, devices: DevicesResource) -> dg.SensorResult:
     """Once per hour: capture the current hour of every active-mode camera at its PTZ stops, one run per
     site."""
     return _hourly_capture(context, devices, "active")
 
 
-@dg.sensor(asset_selection=[QUERY_SCAN], minimum_interval_seconds=60, default_status=RUNNING)
+@sensor(asset_selection=[QUERY_SCAN], minimum_interval_seconds=60)
 def passive_capture(context: dg.SensorEvaluationContext, devices: DevicesResource) -> dg.SensorResult:
     """Once per hour: one run per site that waits for each passive-mode camera to be still for its
     ``stabilize_time`` within the hour; a camera never still gets its failure row and alert from that run."""
@@ -87,7 +96,7 @@ def _new_materializations(
     return keys, str(max(r.storage_id for r in result.records)) if result.records else None
 
 
-@dg.sensor(asset_selection=[ORIENTATION_OFFSETS], minimum_interval_seconds=30, default_status=RUNNING)
+@sensor(asset_selection=[ORIENTATION_OFFSETS], minimum_interval_seconds=30)
 def offsets_after_capture(context: dg.SensorEvaluationContext) -> dg.SensorResult:
     """Estimation follows capture: new query_scan materializations -> orientation_offsets, per site."""
     keys, cursor = _new_materializations(context, QUERY_SCAN)
@@ -98,7 +107,7 @@ def offsets_after_capture(context: dg.SensorEvaluationContext) -> dg.SensorResul
     )
 
 
-@dg.sensor(asset_selection=[CAMERA_DRIFT], minimum_interval_seconds=60, default_status=RUNNING)
+@sensor(asset_selection=[CAMERA_DRIFT], minimum_interval_seconds=60)
 def drift_after_estimate(context: dg.SensorEvaluationContext) -> dg.SensorResult:
     """The per-camera drift view follows estimation: cameras with new orientation_offsets -> camera_drift,
     one run per site."""
