@@ -7,6 +7,7 @@ from ptz_pipeline import scans
 from ptz_pipeline.assets.common import store_intrinsics, versioned_result
 from ptz_pipeline.partitions import camera_partitions
 from ptz_pipeline.resources.camera import DevicesResource
+from ptz_pipeline.resources.slack import ALERT_EMOJI, SlackResource
 from ptz_pipeline.resources.storage import ObjectStorageResource
 
 CHESSBOARD_PATTERN = (9, 6)
@@ -32,6 +33,7 @@ def camera_intrinsics(
     config: IntrinsicsConfig,
     storage: ObjectStorageResource,
     devices: DevicesResource,
+    slack: SlackResource,
 ) -> dg.MaterializeResult:
     """Intrinsics (K, distortion; pixels) from chessboard photos in ``{camera}/intrinsics/chessboard/``.
 
@@ -53,22 +55,30 @@ def camera_intrinsics(
         storage, cam, calib.intrinsics, calib.rms, run_id=context.run.run_id, chessboard_photos=keys
     )
     K = calib.intrinsics.K
+    passed = bool(calib.rms < config.max_rms_px)
+    verdict = (
+        f"{cam.key}: chessboard calibration RMS {calib.rms:.3f} px "
+        f"{'<' if passed else '>='} {config.max_rms_px:g} px over {len(calib.used_views)} views"
+    )
+    if not passed:
+        slack.send_message(f"{ALERT_EMOJI} {verdict} (intrinsics version {version.number}): re-take photos")
     return versioned_result(
         storage,
         version,
         metadata={
-            "rms_px": float(calib.rms),
-            "fx": float(K[0, 0]),
-            "fy": float(K[1, 1]),
-            "cx": float(K[0, 2]),
-            "cy": float(K[1, 2]),
+            "rms_px": round(float(calib.rms), 4),
+            "fx_px": round(float(K[0, 0]), 2),
+            "fy_px": round(float(K[1, 1]), 2),
+            "cx_px": round(float(K[0, 2]), 2),
+            "cy_px": round(float(K[1, 2]), 2),
             "views_used": len(calib.used_views),
             "views_rejected": dg.MetadataValue.json([keys[int(v.split()[-1])] for v in calib.rejected_views]),
         },
         check_results=[
             dg.AssetCheckResult(
-                passed=bool(calib.rms < config.max_rms_px),
-                metadata={"rms_px": float(calib.rms), "max_rms_px": config.max_rms_px},
+                passed=passed,
+                description=verdict,
+                metadata={"rms_px": round(float(calib.rms), 4), "max_rms_px": config.max_rms_px},
             )
         ],
     )

@@ -46,7 +46,11 @@ def _capture_camera(
             try:  # any failure (camera, storage) costs this camera-hour only: a row + alert
                 existing = scans.read_manifest(storage, prefix)
                 if existing is not None:
-                    succeeded[pk] = {"frames": len(existing.frames), "kept_existing_scan": True}
+                    succeeded[pk] = {
+                        "frames": len(existing.frames),
+                        "kept_existing_scan": True,
+                        "location": dg.MetadataValue.path(storage.uri(prefix)),
+                    }
                     continue
                 if ptz is None:
                     ptz = opened.enter_context(closing(camera.open(cam)))
@@ -65,7 +69,12 @@ def _capture_camera(
                 )
                 continue
             context.log.info(f"{pk}: captured {len(manifest.frames)} frames ({cam.mode})")
-            succeeded[pk] = {"frames": len(manifest.frames), "mode": cam.mode}
+            succeeded[pk] = {
+                "frames": len(manifest.frames),
+                "mode": cam.mode,
+                "location": dg.MetadataValue.path(storage.uri(prefix)),
+                "first_frame": dg.MetadataValue.path(storage.uri(f"{prefix}/{manifest.frames[0].image}")),
+            }
     return succeeded, failures
 
 
@@ -104,7 +113,10 @@ def query_scan(
     for row in failures:
         outcome.failed[row.partition_key] = row.failure_logs or "capture failed"
     if failures:
-        iceberg.replace_rows([row.partition_key for row in failures], failures)
+        keys = [row.partition_key for row in failures]
+        previous = iceberg.read_partitions(keys)  # a re-run of a failed hour alerts again only if it changed
+        iceberg.replace_rows(keys, failures)
         for row in failures:
-            slack.send_result(row, cams[camera_key(row.deployment, row.device_id)].offset_threshold_deg)
+            threshold = cams[camera_key(row.deployment, row.device_id)].offset_threshold_deg
+            slack.send_result(row, threshold, previous.get(row.partition_key))
     yield from outcome.report(QUERY_SCAN)

@@ -11,6 +11,7 @@ from ptz_pipeline.capture import scan_reference, stop_line
 from ptz_pipeline.partitions import camera_partitions
 from ptz_pipeline.resources.camera import DevicesResource, PTZCameraResource
 from ptz_pipeline.resources.estimation import DriftEstimationResource
+from ptz_pipeline.resources.slack import ALERT_EMOJI, SlackResource
 from ptz_pipeline.resources.storage import ObjectStorageResource
 
 
@@ -58,6 +59,7 @@ def reference_features(
     storage: ObjectStorageResource,
     devices: DevicesResource,
     estimation: DriftEstimationResource,
+    slack: SlackResource,
 ) -> dg.MaterializeResult:
     """Features (DISK by default) of every frame of the current reference scan version, in its
     ``features/``."""
@@ -76,20 +78,28 @@ def reference_features(
         counts.append(len(feats.keypoints))
         context.log.info(f"{cam.key}: features {i}/{len(manifest.frames)}: {counts[-1]} keypoints")
     poor = [f.image for f, n in zip(manifest.frames, counts, strict=True) if n < config.min_features_per_stop]
+    verdict = (
+        f"{cam.key}: {len(poor)} of {len(counts)} reference stops have fewer than "
+        f"{config.min_features_per_stop} features"
+        + (f" ({', '.join(poor)}): those views cannot measure the drift" if poor else "")
+    )
+    if poor:
+        slack.send_message(f"{ALERT_EMOJI} {verdict} (reference version {version.number})")
     return versioned_result(
         storage,
         version,
         metadata={
             "frames": len(counts),
             "min_keypoints": min(counts),
-            "mean_keypoints": float(sum(counts) / len(counts)),
-            "seconds_per_frame": (time.perf_counter() - start) / len(counts),
+            "mean_keypoints": round(sum(counts) / len(counts), 1),
+            "seconds_per_frame": round((time.perf_counter() - start) / len(counts), 3),
             "extractor": estimation.extractor_kind,
         },
         check_results=[
             dg.AssetCheckResult(
                 passed=not poor,
                 severity=dg.AssetCheckSeverity.WARN,
+                description=verdict,
                 metadata={
                     "stops_below_minimum": dg.MetadataValue.json(poor),
                     "minimum": config.min_features_per_stop,

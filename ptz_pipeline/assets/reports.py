@@ -6,9 +6,10 @@ import dagster as dg
 import pandas as pd
 
 from ptz_pipeline.assets.offsets import ORIENTATION_OFFSETS
+from ptz_pipeline.resources.camera import DevicesResource
 from ptz_pipeline.resources.iceberg import IcebergResource
 from ptz_pipeline.resources.storage import ObjectStorageResource
-from ptz_pipeline.results import REPORT_COLUMNS
+from ptz_pipeline.results import DEFAULT_THRESHOLD_DEG, REPORT_COLUMNS, within_threshold
 
 # end_offset=1: today's (partial) report can be exported too; the schedule exports yesterday's.
 daily_partitions = dg.DailyPartitionsDefinition(start_date="2026-01-01", end_offset=1)
@@ -40,7 +41,10 @@ def parquet_bytes(df: pd.DataFrame) -> bytes:
     kinds={"excel", "parquet"},
 )
 def offsets_report(
-    context: dg.AssetExecutionContext, storage: ObjectStorageResource, iceberg: IcebergResource
+    context: dg.AssetExecutionContext,
+    storage: ObjectStorageResource,
+    iceberg: IcebergResource,
+    devices: DevicesResource,
 ) -> dg.MaterializeResult:
     """``reports/offsets_<day>.xlsx`` and ``.parquet`` from the Iceberg table (all cameras, one UTC day)."""
     window = context.partition_time_window
@@ -49,10 +53,23 @@ def offsets_report(
     day = window.start.strftime("%Y-%m-%d")
     storage.put_bytes(f"reports/offsets_{day}.xlsx", excel_bytes(df))
     storage.put_bytes(f"reports/offsets_{day}.parquet", parquet_bytes(df))
+    thresholds = {(c.deployment, c.name): c.offset_threshold_deg for c in devices.fleet().cameras()}
+    over = sum(
+        not within_threshold(
+            r.pitch_offset,
+            r.yaw_offset,
+            r.roll_offset,
+            True,
+            thresholds.get((r.deployment, r.device_id), DEFAULT_THRESHOLD_DEG),
+        )
+        for r in df[df["success"].astype(bool)].itertuples()
+    )
     return dg.MaterializeResult(
         metadata={
             "rows": len(df),
-            "failures": int((~df["success"].astype(bool)).sum()) if len(df) else 0,
+            "alerts": over,
+            "failed_estimates": int((~df["success"].astype(bool)).sum()) if len(df) else 0,
             "excel": dg.MetadataValue.path(storage.uri(f"reports/offsets_{day}.xlsx")),
+            "parquet": dg.MetadataValue.path(storage.uri(f"reports/offsets_{day}.parquet")),
         }
     )

@@ -123,7 +123,9 @@ class SlackResource(dg.ConfigurableResource):
                 client.retry_handlers.append(RateLimitErrorRetryHandler(max_retry_count=2))
                 client.chat_postMessage(channel=self.channel, text=_escape(text))
             else:
-                response = WebhookClient(webhook_url, logger=_SDK_LOGGER).send(text=_escape(text))
+                webhook = WebhookClient(webhook_url, logger=_SDK_LOGGER)
+                webhook.retry_handlers.append(RateLimitErrorRetryHandler(max_retry_count=2))
+                response = webhook.send(text=_escape(text))
                 if response.status_code != 200:
                     raise RuntimeError(f"webhook answered HTTP {response.status_code}: {response.body}")
         except Exception as exc:  # a notification must never fail the asset that sends it
