@@ -11,7 +11,7 @@ z forward). The reported RMS is cv2.calibrateCamera's: sqrt(sum of squared pixel
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import cv2
@@ -24,6 +24,8 @@ from geometry.rotations import matrix_to_rotvec, project_to_so3
 
 N_DIST = 5
 """Distortion coefficients estimated: OpenCV's (k1, k2, p1, p2, k3)."""
+CALIBRATION_PARAMETERS = ("fx", "fy", "cx", "cy", "k1", "k2", "p1", "p2", "k3")
+"""The parameters of a chessboard calibration, in the order of its covariance."""
 _N_K = 4
 """Intrinsic parameters estimated besides distortion: fx, fy, cx, cy (skew fixed at zero)."""
 _N_POSE = 6
@@ -38,7 +40,9 @@ class ChessboardCalibration:
 
     ``rms`` and ``per_view_rms`` are reprojection errors in pixels (sqrt(sum squared residual / points)),
     ``per_view_rms``, ``rvecs`` (radians) and ``tvecs`` (board units, metres) follow ``used_views``;
-    ``rejected_views`` names the images where no board was found.
+    ``rejected_views`` names the images where no board was found. ``covariance`` (9 x 9) is that of
+    :data:`CALIBRATION_PARAMETERS` (fx, fy, cx, cy in pixels, distortion unitless), the poses marginalised:
+    ``σ² (JᵀJ)⁻¹`` with σ² from the residuals (NaN when not computed).
     """
 
     intrinsics: Intrinsics
@@ -48,6 +52,7 @@ class ChessboardCalibration:
     rejected_views: tuple[str, ...]
     rvecs: np.ndarray
     tvecs: np.ndarray
+    covariance: np.ndarray = field(default_factory=lambda: np.full((_N_K + N_DIST, _N_K + N_DIST), np.nan))
 
 
 def detect_chessboard_corners(
@@ -270,6 +275,12 @@ class _ScaledNormalEquations:
         predicted = 0.5 * (lam * norm2 - g_dot_step)
         return self.scale_cam * d_cam, self.scale_pose * d_pose, float(np.sqrt(norm2)), predicted
 
+    def camera_covariance(self, sigma2: float) -> np.ndarray:
+        """Covariance (9 x 9) of the camera parameters, the poses eliminated: ``σ² (U − W V⁻¹ Wᵀ)⁻¹``
+        unscaled, for residuals of variance ``sigma2`` (pixels²)."""
+        schur = self.U - np.einsum("vij,vjk,vlk->il", self.W, np.linalg.inv(self.V), self.W)
+        return sigma2 * np.outer(self.scale_cam, self.scale_cam) * np.linalg.inv(schur)
+
 
 def _levenberg_marquardt(
     problem: _BoardProblem,
@@ -368,6 +379,11 @@ def calibrate_from_corners(
     cam, poses_opt, residual = _levenberg_marquardt(problem, cam0, np.array(poses))
     sq = np.einsum("ij,ij->i", residual, residual)
     per_view = tuple(float(np.sqrt(sq[problem.view == i].mean())) for i in range(len(names)))
+    r, J_cam, J_pose = problem.linearise(cam, poses_opt)
+    dof = r.size - len(cam) - poses_opt.size
+    covariance = _ScaledNormalEquations(problem.view_starts, r, J_cam, J_pose).camera_covariance(
+        float(np.vdot(r, r)) / max(dof, 1)
+    )
     return ChessboardCalibration(
         intrinsics=_camera(cam, image_size),
         rms=float(np.sqrt(sq.mean())),
@@ -376,6 +392,7 @@ def calibrate_from_corners(
         rejected_views=(),
         rvecs=poses_opt[:, :3].copy(),
         tvecs=poses_opt[:, 3:].copy(),
+        covariance=covariance,
     )
 
 

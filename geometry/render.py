@@ -170,8 +170,9 @@ def _check_rotation(R: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Nuisances:
-    """Image degradations applied after the geometric rendering, in this order: moving occluders (opaque
-    shapes in front of the scene), optical blur, exposure and white balance, sensor noise, JPEG compression.
+    """Image degradations applied after the geometric rendering, in this order: a repainted part of the scene,
+    moving occluders (opaque shapes in front of the scene), haze, infrared night illumination, optical blur,
+    exposure and white balance, sensor noise, JPEG compression.
 
     Attributes:
         occluder_fraction: fraction of the image (0..0.9) covered by a few random opaque ellipses/rectangles.
@@ -180,6 +181,11 @@ class Nuisances:
         white_balance: per-channel (R, G, B) gains applied on top of ``exposure_gain``.
         noise_sigma: additive Gaussian sensor noise, in 8-bit digital numbers.
         jpeg_quality: JPEG round trip at this quality (1..100), or None for none.
+        repainted_fraction: fraction of the image (0..0.9) in one rectangle whose content is cut into 16 px
+            blocks put back in random order: still textured, but no longer the scene (repainted, rebuilt).
+        haze: share (0..0.95) of the light replaced by grey airlight (fog): contrast falls to ``1 - haze``.
+        infrared_night: a night view under an infrared illuminator: monochrome from a near-infrared-like
+            channel mix (vegetation bright), a third of the light, falling off from the centre.
     """
 
     occluder_fraction: float = 0.0
@@ -188,10 +194,15 @@ class Nuisances:
     white_balance: tuple[float, float, float] = (1.0, 1.0, 1.0)
     noise_sigma: float = 0.0
     jpeg_quality: int | None = None
+    repainted_fraction: float = 0.0
+    haze: float = 0.0
+    infrared_night: bool = False
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.occluder_fraction <= 0.9:
-            raise ValueError(f"occluder_fraction must lie in [0, 0.9], got {self.occluder_fraction}")
+        if not 0.0 <= self.occluder_fraction <= 0.9 or not 0.0 <= self.repainted_fraction <= 0.9:
+            raise ValueError("occluder_fraction and repainted_fraction must lie in [0, 0.9]")
+        if not 0.0 <= self.haze <= 0.95:
+            raise ValueError(f"haze must lie in [0, 0.95], got {self.haze}")
         if self.blur_sigma_px < 0 or self.noise_sigma < 0:
             raise ValueError("blur_sigma_px and noise_sigma must be non-negative")
         if self.exposure_gain <= 0 or len(self.white_balance) != 3 or min(self.white_balance) <= 0:
@@ -215,8 +226,14 @@ class Nuisances:
     def apply(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Degrade an RGB uint8 image (H, W, 3); returns a new uint8 image."""
         out = image.copy()
+        if self.repainted_fraction > 0:
+            _repaint(out, self.repainted_fraction, rng)
         if self.occluder_fraction > 0:
             _draw_occluders(out, self.occluder_fraction, rng)
+        if self.haze > 0:
+            out = np.rint((1.0 - self.haze) * out + self.haze * 200.0).astype(np.uint8)
+        if self.infrared_night:
+            out = _infrared_night(out)
         if self.blur_sigma_px > 0:
             out = cv2.GaussianBlur(out, (0, 0), self.blur_sigma_px)
         gains = self.exposure_gain * np.asarray(self.white_balance, dtype=np.float32)
@@ -231,6 +248,34 @@ class Nuisances:
                 raise RuntimeError("JPEG encoding failed")
             out = cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1].copy()
         return out
+
+
+def _repaint(image: np.ndarray, fraction: float, rng: np.random.Generator, block: int = 16) -> None:
+    """Shuffle (in place) the 16 px blocks of a random rectangle covering ``fraction`` of the image."""
+    h, w = image.shape[:2]
+    aspect = rng.uniform(0.6, 1.6)
+    rh = min(h, max(block, int(np.sqrt(fraction * h * w / aspect)) // block * block))
+    rw = min(w, max(block, int(fraction * h * w / rh)) // block * block)
+    rh -= rh % block
+    y0, x0 = int(rng.integers(0, h - rh + 1)), int(rng.integers(0, w - rw + 1))
+    region = image[y0 : y0 + rh, x0 : x0 + rw]
+    blocks = (
+        region.reshape(rh // block, block, rw // block, block, 3).swapaxes(1, 2).reshape(-1, block, block, 3)
+    )
+    blocks = blocks[rng.permutation(len(blocks))]
+    image[y0 : y0 + rh, x0 : x0 + rw] = (
+        blocks.reshape(rh // block, rw // block, block, block, 3).swapaxes(1, 2).reshape(rh, rw, 3)
+    )
+
+
+def _infrared_night(image: np.ndarray) -> np.ndarray:
+    """A near-infrared-like monochrome view (0.8 R + 0.2 G: foliage bright) at a third of the light, the
+    illuminator's spot falling off from the centre."""
+    h, w = image.shape[:2]
+    yy, xx = np.mgrid[0:h, 0:w]
+    spot = 1.0 - 0.7 * (((xx - w / 2) / (w / 2)) ** 2 + ((yy - h / 2) / (h / 2)) ** 2) / 2
+    nir = (0.8 * image[..., 0] + 0.2 * image[..., 1]) * spot / 3.0
+    return np.repeat(np.clip(np.rint(nir), 0, 255).astype(np.uint8)[..., None], 3, axis=2)
 
 
 def _draw_occluders(

@@ -12,7 +12,11 @@ detector's sub-pixel bias, or a principal-point error of the calibration), a nui
 - :mod:`geometry.drift.solver`: RANSAC, robust least squares, covariance -> σ on pooled bearing matches.
 - :mod:`geometry.drift.parallax`: the optical centre's offset from the pan/tilt axes, from the reference
   scan; with it each match's depth is marginalised (the views are no longer pure rotations).
-- :mod:`geometry.drift.estimate`: the per-hour estimate, :func:`estimate_drift`.
+- :mod:`geometry.drift.calibration`: the calibration's share of σ and its correction by the reference scan.
+- :mod:`geometry.drift.photometric`: the photometric refinement of a frame's matches under a first drift.
+- :mod:`geometry.drift.estimate`: the per-hour estimate, :func:`estimate_drift`; it flags query frames whose
+  scene changed (occluded, repainted, looking elsewhere; darker or hazier than the reference) instead of
+  measuring them.
 """
 
 from geometry.drift.estimate import estimate_drift
@@ -20,6 +24,7 @@ from geometry.drift.parallax import estimate_optical_centre_offset
 from geometry.drift.solver import kabsch_rotation, reprojection_errors, solve_drift
 from geometry.drift.types import (
     BearingMatches,
+    CalibrationUncertainty,
     DriftConfig,
     DriftEstimate,
     DriftReport,
@@ -29,6 +34,7 @@ from geometry.drift.types import (
 
 __all__ = [
     "BearingMatches",
+    "CalibrationUncertainty",
     "DriftConfig",
     "DriftEstimate",
     "DriftReport",

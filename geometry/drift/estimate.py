@@ -15,18 +15,19 @@ from dataclasses import replace
 
 import numpy as np
 
-from geometry.drift.parallax import cached_optical_centre_offset
+from geometry.drift.calibration import corrected, with_calibration_dirs
+from geometry.drift.parallax import cached_reference_scan_model
+from geometry.drift.photometric import photometrically_refined
 from geometry.drift.solver import (
     inlier_mask,
     kabsch_rotation,
     ransac_drift,
     refine_drift,
-    reprojection_errors,
     solve_drift,
-    whitening,
 )
 from geometry.drift.types import (
     BearingMatches,
+    CalibrationUncertainty,
     DriftConfig,
     DriftEstimate,
     DriftReport,
@@ -34,7 +35,6 @@ from geometry.drift.types import (
     OpticalCentreOffset,
 )
 from geometry.matching import Matcher, select_reference_frames
-from geometry.refine import refine_matches
 from geometry.rotations import R_BC
 
 
@@ -44,6 +44,7 @@ def estimate_drift(
     matcher: Matcher,
     config: DriftConfig | None = None,
     offset: OpticalCentreOffset | None = None,
+    calibration: CalibrationUncertainty | None = None,
 ) -> DriftReport:
     """Mount drift of one camera-hour: each query frame is matched (once) to the reference frames its
     telemetry overlaps; the report holds one estimate per query frame (that frame alone) and the joint
@@ -51,15 +52,25 @@ def estimate_drift(
 
     ``offset``: the camera's optical-centre offset (:func:`estimate_optical_centre_offset` of the same
     reference scan, which a caller may keep per camera); when None and ``config.parallax``, it is estimated
-    here from ``references`` (once per process and scan, :func:`cached_optical_centre_offset`)."""
+    here from ``references`` (once per process and scan, :func:`cached_reference_scan_model`).
+    ``calibration``: the calibration the frames' intrinsics derive from, with its covariance: the reference
+    scan corrects it (:func:`geometry.drift.calibration.refine_calibration`, every frame then uses the
+    corrected one) and its remaining uncertainty enters σ."""
     if not queries:
         raise ValueError("estimate_drift needs at least one query frame")
     if not references:
         raise ValueError("estimate_drift needs at least one reference frame")
     config = config or DriftConfig()
-    if offset is None and config.parallax:
-        offset = cached_optical_centre_offset(references, matcher, config)
+    posterior = None
+    if (offset is None and config.parallax) or calibration is not None:
+        scan = cached_reference_scan_model(references, matcher, config, calibration)
+        offset = scan.offset if offset is None and config.parallax else offset
+        if calibration is not None:  # every frame with the calibration the scan corrected
+            queries = corrected(queries, calibration, scan.correction)
+            references = corrected(references, calibration, scan.correction)
+            posterior = scan.calibration
     used = offset if offset is not None and offset.used else None
+    covariance = None if posterior is None else posterior.covariance
     sizes = tuple(q.intrinsics.image_size for q in queries)
     reference_pan_tilts = np.array([[r.pan_deg, r.tilt_deg] for r in references])
     reference_hfovs = np.array([r.hfov_deg for r in references])
@@ -68,6 +79,7 @@ def estimate_drift(
 
     per_query: list[BearingMatches] = []
     per_frame: list[tuple[str, DriftEstimate]] = []
+    overlapped = False
     for qi, query in enumerate(queries):
         ref_ids = select_reference_frames(
             (query.pan_deg, query.tilt_deg),
@@ -84,6 +96,7 @@ def estimate_drift(
             )
             per_frame.append((name, DriftEstimate.failure(reason, 0, 1)))
             continue
+        overlapped = True
         query_bearings = query.mount_bearings()
         parts = []
         for ri in ref_ids:
@@ -104,7 +117,7 @@ def estimate_drift(
                     used.inverse_depths[ri] if used is not None and used.inverse_depths else None,
                 )
             )
-        matches = BearingMatches.concatenate(parts).first_per_keypoint(0)  # nearest reference first
+        matches = detected = BearingMatches.concatenate(parts).first_per_keypoint(0)  # nearest first
         D0 = (
             _initial_drift(matches, config, used)
             if _can_refine(query, [references[i] for i in ref_ids], config)
@@ -112,22 +125,37 @@ def estimate_drift(
         )
         estimate = None
         if D0 is not None:
-            refined = _photometrically_refined(matches, D0, query, references, config, used)
+            refined = photometrically_refined(matches, D0, query, references, config, used)
             estimate = solve_drift(refined, config, [D0], n_query_frames=1, offset=used)
         if estimate is not None and estimate.success:
             matches = refined
         else:  # no refinement possible, or too little of it converged: the matches as detected
             estimate = solve_drift(matches, config, n_query_frames=1, offset=used)
-        per_query.append(matches)
+        if posterior is not None:  # σ with the calibration's share, on the matches used
+            matches = with_calibration_dirs(matches, queries, references, posterior)
+            estimate = solve_drift(
+                matches, config, [estimate.D] if estimate.success else [], 1, used, covariance
+            )
+        changed = _scene_change(detected, estimate, query, references, reference_bearings, config, used)
+        if changed:  # flagged, never measured
+            estimate = DriftEstimate.failure(changed, estimate.n_matches, 1, estimate.inliers)
+        elif estimate.inliers >= config.min_inliers:  # the joint pools frames that show the reference scene
+            per_query.append(matches)
+        if not estimate.success:
+            estimate = replace(estimate, reason=estimate.reason + _appearance(query, references[ref_ids[0]]))
         per_frame.append((name, estimate))
 
     if not per_query:
-        reason = "no reference frame overlaps any query frame's telemetry"
-        return DriftReport(per_frame, DriftEstimate.failure(reason, 0, len(queries)), offset)
+        reason = (
+            "no query frame shows the reference scene: " + "; ".join(f"{n}: {e.reason}" for n, e in per_frame)
+            if overlapped
+            else "no reference frame overlaps any query frame's telemetry"
+        )
+        return DriftReport(per_frame, DriftEstimate.failure(reason, 0, len(queries)), offset, posterior)
     hypotheses = [e.D for _, e in per_frame if e.success]
     pooled = BearingMatches.concatenate(per_query).first_per_keypoint(1)
-    joint = solve_drift(pooled, config, hypotheses, n_query_frames=len(queries), offset=used)
-    return DriftReport(per_frame, joint, offset)
+    joint = solve_drift(pooled, config, hypotheses, len(queries), used, covariance)
+    return DriftReport(per_frame, joint, offset, posterior)
 
 
 def _initial_drift(
@@ -158,61 +186,72 @@ def _can_refine(query: FrameObservation, references: list[FrameObservation], con
     return config.refine is not None and all(f.image is not None for f in [query, *references])
 
 
-def _photometrically_refined(
+_GRID = (8, 6)
+"""Cells (columns, rows) of the query image in which :func:`_scene_change` compares the reference's
+texture with the inliers."""
+
+
+def _scene_change(
     matches: BearingMatches,
-    D: np.ndarray,
+    estimate: DriftEstimate,
     query: FrameObservation,
     references: list[FrameObservation],
+    reference_bearings: dict[int, np.ndarray],
     config: DriftConfig,
     offset: OpticalCentreOffset | None,
-) -> BearingMatches:
-    """The inliers of drift ``D`` among one query frame's ``matches`` (at most ``refine_max_matches`` of
-    them) with their reference positions refined photometrically (:func:`geometry.refine.refine_matches`);
-    matches whose refinement fails are dropped. The query keypoints stay as detected: they only say where
-    the query is sampled, so the query detector's bias no longer matters. With an optical centre
-    ``offset`` each match is predicted at the depth its detected keypoints give (along its epipolar line)."""
-    offset_m = np.zeros(3) if offset is None else offset.offset_m
-    inliers = np.flatnonzero(inlier_mask(matches, D, config, offset_m=offset_m))
-    if len(inliers) > config.refine_max_matches:
-        rng = np.random.default_rng(config.seed)
-        inliers = np.sort(rng.choice(inliers, config.refine_max_matches, replace=False))
-    matches = matches.subset(inliers)
-    rho = _inverse_depths(matches, D, offset_m, config)
-    b_reference = matches.b_reference.copy()
-    keep = np.zeros(len(matches), dtype=bool)
-    R_q = D @ R_BC(query.pan_deg, query.tilt_deg)  # query camera -> reference mount
+) -> str:
+    """Why the query frame does not show the reference scene ("" when it does or nothing was estimated):
+    of the grid cells of the query image where the reference's keypoints land under the estimated drift
+    (at least 3), the share holding an inlier of the ``matches`` as detected must reach
+    ``config.min_explained_fraction``; an occluded, repainted or rebuilt part of the view has the reference's
+    texture but no inliers. ``reference_bearings``: the unit camera-frame bearings of each matched reference
+    frame's keypoints."""
+    if not estimate.success:
+        return ""
+    D = estimate.D
+    inliers = inlier_mask(matches, D, config, offset_m=None if offset is None else offset.offset_m)
+    w, h = query.intrinsics.image_size
+    R_q = R_BC(query.pan_deg, query.tilt_deg)
+
+    def cells(pixels: np.ndarray) -> np.ndarray:
+        inside = np.all((pixels >= 0) & (pixels < (w, h)), axis=1)
+        ij = (pixels[inside] / (w, h) * _GRID).astype(int)
+        return np.bincount(ij[:, 1] * _GRID[0] + ij[:, 0], minlength=_GRID[0] * _GRID[1])
+
+    expected = np.zeros(_GRID[0] * _GRID[1], int)
     for ri in np.unique(matches.reference_index):
         reference = references[ri]
-        sel = np.flatnonzero(matches.reference_index == ri)
-        R_r = R_BC(reference.pan_deg, reference.tilt_deg)
-        R_rq = R_r.T @ R_q  # query camera -> reference camera
-        t_r = R_r.T @ (R_q - R_r) @ offset_m  # query centre - reference centre, reference camera (m)
-        q_int, r_int = query.intrinsics, reference.intrinsics
-        pixels, rho_sel = matches.query_pixels[sel], rho[sel, None]
+        # the reference's keypoint bearings (``reference_bearings``), reference camera -> query camera
+        b = reference_bearings[ri] @ R_BC(reference.pan_deg, reference.tilt_deg).T @ D @ R_q
+        expected += cells(query.intrinsics.project(b[b[:, 2] > 0.1]))
+    textured = expected >= 3
+    explained = (cells(matches.query_pixels[inliers]) > 0) & textured
+    share = explained.sum() / max(int(textured.sum()), 1)
+    if share >= config.min_explained_fraction:
+        return ""
+    return (
+        f"scene changed: the reference explains only {share:.0%} of the view where it has texture (inliers "
+        f"in {explained.sum()} of {textured.sum()} cells; at least {config.min_explained_fraction:.0%} "
+        "needed): part of the view is occluded, repainted or rebuilt, or the camera looks elsewhere"
+    )
 
-        def to_query(p: np.ndarray, r_int=r_int, q_int=q_int, R_rq=R_rq, t_r=t_r, rho=rho_sel) -> np.ndarray:
-            return q_int.project(r_int.unproject(p) @ R_rq - rho * (t_r @ R_rq))
 
-        refined, ok = refine_matches(
-            query.image,
-            reference.image,
-            pixels,
-            to_query,
-            r_int.project(q_int.unproject(pixels) @ R_rq.T + rho_sel * t_r),
-            config.refine,
+def _appearance(query: FrameObservation, reference: FrameObservation) -> str:
+    """A note on how the query's image differs from its reference's (much darker, much less contrast), for a
+    failure's reason; "" without images or when they look alike."""
+    if query.image is None or reference.image is None:
+        return ""
+
+    def brightness_contrast(image: np.ndarray) -> tuple[float, float]:
+        gx, gy = np.gradient(image)
+        return float(image.mean()), float(np.sqrt(np.mean(gx**2 + gy**2)))
+
+    (b_q, c_q), (b_r, c_r) = brightness_contrast(query.image), brightness_contrast(reference.image)
+    if b_q < 0.5 * b_r:
+        return f"; the view is {b_r / max(b_q, 1e-3):.1f}x darker than the reference (night or infrared?)"
+    if c_q < 0.5 * c_r:
+        return (
+            f"; the view has {c_r / max(c_q, 1e-3):.1f}x less contrast than the reference (fog, glare or a "
+            "dirty lens?)"
         )
-        b_reference[sel] = r_int.unproject(refined)
-        keep[sel] = ok
-    return replace(matches, b_reference=b_reference).subset(keep)
-
-
-def _inverse_depths(
-    matches: BearingMatches, D: np.ndarray, offset_m: np.ndarray, config: DriftConfig
-) -> np.ndarray:
-    """Inverse depth (N,) of each match's point along its query bearing (1/m at the offset's length): its
-    prior (from the reference scan, else near 0) updated by where its detected reference keypoint lies along
-    its epipolar line under drift ``D``; zeros without offset."""
-    weights = whitening(matches, D, np.zeros(2), offset_m, config)
-    if weights is None:
-        return np.zeros(len(matches))
-    return weights.inverse_depths(reprojection_errors(matches, D)[0])[0]
+    return ""

@@ -23,8 +23,17 @@ from dataclasses import astuple
 import numpy as np
 from scipy.optimize import least_squares
 
+from geometry.drift.calibration import corrected, refine_calibration, with_bearings
+from geometry.drift.photometric import photometrically_refined
 from geometry.drift.solver import Whitening, reprojection_errors, whitening
-from geometry.drift.types import BearingMatches, DriftConfig, FrameObservation, OpticalCentreOffset
+from geometry.drift.types import (
+    BearingMatches,
+    CalibrationUncertainty,
+    DriftConfig,
+    FrameObservation,
+    OpticalCentreOffset,
+    ReferenceScanModel,
+)
 from geometry.matching import Matcher, select_reference_frames
 
 _SEARCH_DIRECTIONS = 100
@@ -32,7 +41,7 @@ _SEARCH_DIRECTIONS = 100
 before the least squares."""
 _SEARCH_MATCHES = 4000
 """Matches (an even random subset) that score the directions."""
-_CACHE: OrderedDict[bytes, OpticalCentreOffset] = OrderedDict()
+_CACHE: OrderedDict[bytes, ReferenceScanModel] = OrderedDict()
 _CACHE_SIZE = 16
 _CACHE_LOCK = threading.Lock()
 _MAX_NFEV = 20
@@ -139,7 +148,49 @@ def estimate_optical_centre_offset(
     parallax between overlapping reference frames, with its covariance and the depths of the matched
     reference keypoints; no offset (and why) when the scan shows no parallax or too few matches."""
     config = config or DriftConfig()
+    return _fit_offset(references, reference_pair_matches(references, matcher, config), config)
+
+
+def reference_scan_model(
+    references: list[FrameObservation],
+    matcher: Matcher,
+    config: DriftConfig,
+    calibration: CalibrationUncertainty | None = None,
+) -> ReferenceScanModel:
+    """The optical-centre offset of the reference scan (without ``config.parallax``: none) and, given the
+    ``calibration`` the frames' intrinsics derive from, its correction by the scan
+    (:func:`geometry.drift.calibration.refine_calibration`, on the pairs' matches refined photometrically
+    when the frames carry images); the offset is then fitted again with the corrected intrinsics."""
     matches = reference_pair_matches(references, matcher, config)
+    none = OpticalCentreOffset.none("parallax not modelled (DriftConfig.parallax is off)")
+    offset = _fit_offset(references, matches, config) if config.parallax else none
+    if calibration is None or matches is None or len(matches) < config.min_inliers:
+        return ReferenceScanModel(offset)
+    used, detected = (offset if offset.used else None), matches
+    if config.refine is not None and all(r.image is not None for r in references):
+        # the detector's position bias would pass into the calibration: refine the pairs' matches first
+        matches = BearingMatches.concatenate(
+            [
+                photometrically_refined(
+                    matches.subset(matches.query_index == i), np.eye(3), ref, references, config, used
+                )
+                for i, ref in enumerate(references)
+                if np.any(matches.query_index == i)
+            ]
+        )
+    correction, posterior = refine_calibration(
+        matches, references, calibration, None if used is None else used.offset_m, config
+    )
+    if config.parallax:
+        frames = corrected(references, calibration, correction)
+        offset = _fit_offset(frames, with_bearings(detected, frames, frames), config)
+    return ReferenceScanModel(offset, posterior, correction)
+
+
+def _fit_offset(
+    references: list[FrameObservation], matches: BearingMatches | None, config: DriftConfig
+) -> OpticalCentreOffset:
+    """:func:`estimate_optical_centre_offset` on the reference pairs' ``matches``."""
     if matches is None or len(matches) < config.min_inliers:
         return OpticalCentreOffset.none(
             f"too few matches between overlapping reference frames ({0 if matches is None else len(matches)})"
@@ -210,32 +261,46 @@ def _keypoint_depths(
     return tuple(depths[a:b] for a, b in zip(first_ids[:-1], first_ids[1:], strict=True))
 
 
-def _scan_key(references: list[FrameObservation], matcher: Matcher, config: DriftConfig) -> bytes:
-    """Digest of what the offset depends on: each reference frame's telemetry, intrinsics and features, the
-    matcher's kind and the settings."""
+def _scan_key(
+    references: list[FrameObservation],
+    matcher: Matcher,
+    config: DriftConfig,
+    calibration: CalibrationUncertainty | None,
+) -> bytes:
+    """Digest of what the scan's model depends on: each reference frame's telemetry, intrinsics and
+    features, the matcher's kind, the settings and the calibration."""
     h = hashlib.blake2b(digest_size=20)
     h.update(f"{type(matcher).__qualname__}|{astuple(config)!r}".encode())
+    arrays = (
+        []
+        if calibration is None
+        else [calibration.intrinsics.K, calibration.intrinsics.dist, calibration.covariance]
+    )
     for r in references:
         h.update(np.array([r.pan_deg, r.tilt_deg, r.zoom, *r.intrinsics.image_size]).tobytes())
-        for array in (r.intrinsics.K, r.intrinsics.dist, r.features.keypoints, r.features.descriptors):
-            h.update(np.ascontiguousarray(array).tobytes())
+        arrays += [r.intrinsics.K, r.intrinsics.dist, r.features.keypoints, r.features.descriptors]
+    for array in arrays:
+        h.update(np.ascontiguousarray(array).tobytes())
     return h.digest()
 
 
-def cached_optical_centre_offset(
-    references: list[FrameObservation], matcher: Matcher, config: DriftConfig
-) -> OpticalCentreOffset:
-    """:func:`estimate_optical_centre_offset`, once per process for the same reference scan (keyed by the
-    content of its frames' telemetry, intrinsics and features, the matcher's kind and the settings): every
-    camera-hour estimated against a scan needs the same offset."""
-    key = _scan_key(references, matcher, config)
+def cached_reference_scan_model(
+    references: list[FrameObservation],
+    matcher: Matcher,
+    config: DriftConfig,
+    calibration: CalibrationUncertainty | None = None,
+) -> ReferenceScanModel:
+    """:func:`reference_scan_model`, once per process for the same reference scan (keyed by the content of
+    its frames' telemetry, intrinsics and features, the matcher's kind, the settings and the calibration):
+    every camera-hour estimated against a scan needs the same model."""
+    key = _scan_key(references, matcher, config, calibration)
     with _CACHE_LOCK:
         if key in _CACHE:
             _CACHE.move_to_end(key)
             return _CACHE[key]
-    offset = estimate_optical_centre_offset(references, matcher, config)
+    model = reference_scan_model(references, matcher, config, calibration)
     with _CACHE_LOCK:
-        _CACHE[key] = offset
+        _CACHE[key] = model
         if len(_CACHE) > _CACHE_SIZE:
             _CACHE.popitem(last=False)
-    return offset
+    return model

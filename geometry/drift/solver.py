@@ -298,17 +298,57 @@ def refine_drift(
     return rotvec_to_matrix(result.x[:3]) @ D0, bias
 
 
+def _offset_jacobian(
+    matches: BearingMatches, D: np.ndarray, bias: np.ndarray, weights: Whitening, offset_m: np.ndarray, config
+) -> np.ndarray:
+    """Derivative (2N, 3) of the whitened residuals with respect to the optical centre offset (per metre),
+    central differences (the noise scale σ_n held)."""
+    h = 1e-3 * config.offset_length_m
+    columns = []
+    for step in h * np.eye(3):
+        plus, minus = (
+            _residuals(matches, D, bias, whitening(matches, D, bias, offset_m + s, config, weights.noise_px))[
+                0
+            ]
+            for s in (step, -step)
+        )
+        columns.append((plus - minus).ravel() / (2 * h))
+    return np.stack(columns, axis=1)
+
+
+def calibration_jacobian(matches: BearingMatches, D: np.ndarray, weights: Whitening | None) -> np.ndarray:
+    """Derivative (2N, k) of the whitened residuals with respect to the calibration's parameters, from the
+    bearings' derivatives (:attr:`BearingMatches.query_calibration_dirs`, ``reference_calibration_dirs``)."""
+    R, K = matches.R_CB_reference, matches.focal_reference
+
+    def projection_gradient(p: np.ndarray) -> np.ndarray:
+        g = np.zeros((len(p), 2, 3))
+        g[:, 0, 0] = g[:, 1, 1] = 1.0 / p[:, 2]
+        g[:, :, 2] = -p[:, :2] / p[:, 2:3] ** 2
+        return g
+
+    p = np.einsum("nij,nj->ni", R, matches.m_query @ D.T)
+    d_pred = projection_gradient(p) @ np.einsum("nij,njk->nik", R, D @ matches.query_calibration_dirs)
+    d_obs = projection_gradient(matches.b_reference) @ matches.reference_calibration_dirs
+    J = K @ (d_pred - d_obs)
+    if weights is not None:
+        J = weights.apply(np.zeros(J.shape[:2]), J)[1]
+    return J.reshape(-1, J.shape[2])
+
+
 def _angle_covariance(
     matches: BearingMatches,
     D: np.ndarray,
     bias: np.ndarray,
     config: DriftConfig,
     offset: OpticalCentreOffset | None,
+    calibration_covariance: np.ndarray | None,
 ) -> np.ndarray:
     """Covariance (deg²) of (yaw, pitch, roll): the inverse of the information ``JᵀJ / σ²`` (σ² from the
     (whitened) residuals of ``matches``, pixels²) of drift and keypoint bias, the bias with its Gaussian
     prior ``config.keypoint_bias_sigma_px`` (pixels; none when 0), plus the spread that the uncertainty of
-    the optical centre ``offset`` (its covariance) causes, propagated to the angles."""
+    the optical centre ``offset`` (its covariance) and of the calibration (``calibration_covariance`` of the
+    parameters the matches' bearings have derivatives for) cause, propagated to the angles."""
     sigma_c = config.keypoint_bias_sigma_px
     offset_m = None if offset is None else offset.offset_m
     weights = whitening(matches, D, bias, offset_m, config)
@@ -323,22 +363,15 @@ def _angle_covariance(
     except np.linalg.LinAlgError:
         return np.full((3, 3), np.inf)
     cov_w = cov[:3, :3]
+    # considered parameters c (covariance C, not estimated): d(drift)/dc = -info⁻¹ Jᵀ (dr/dc) / σ²
+    considered = []
     if weights is not None and np.any(offset.covariance):
-        # consider parameter: d(drift)/d(offset) = -info⁻¹ Jᵀ (dr/d offset) / σ², central differences
-        h = 1e-3 * config.offset_length_m
-        J_o = np.empty((r.size, 3))
-        for k in range(3):
-            step = np.zeros(3)
-            step[k] = h
-            plus, minus = (
-                _residuals(
-                    matches, D, bias, whitening(matches, D, bias, offset_m + s, config, weights.noise_px)
-                )[0]
-                for s in (step, -step)
-            )
-            J_o[:, k] = (plus - minus).ravel() / (2 * h)
-        S = (cov @ (J.T @ J_o) / sigma2)[:3]
-        cov_w = cov_w + S @ offset.covariance @ S.T
+        considered.append((_offset_jacobian(matches, D, bias, weights, offset_m, config), offset.covariance))
+    if calibration_covariance is not None and matches.query_calibration_dirs.shape[2]:
+        considered.append((calibration_jacobian(matches, D, weights), calibration_covariance))
+    for J_c, C in considered:
+        S = (cov @ (J.T @ J_c) / sigma2)[:3]
+        cov_w = cov_w + S @ C @ S.T
     h = 1e-6
     G = np.empty((3, 3))
     for k in range(3):
@@ -356,11 +389,13 @@ def solve_drift(
     hypotheses: Sequence[np.ndarray] = (),
     n_query_frames: int | None = None,
     offset: OpticalCentreOffset | None = None,
+    calibration_covariance: np.ndarray | None = None,
 ) -> DriftEstimate:
     """Drift D from pooled bearing matches: 2-point RANSAC, robust refinement, covariance and the checks of
     ``config``. ``hypotheses`` are extra candidate D (3 x 3, e.g. per-frame results) scored alongside the
     samples; with an optical centre ``offset`` each match's depth is marginalised (the RANSAC still scores
-    rotations). Angles and σ of the result in degrees."""
+    rotations). ``calibration_covariance`` (k x k) of the calibration parameters the bearings carry
+    derivatives for enters σ. Angles and σ of the result in degrees."""
     config = config or DriftConfig()
     offset_m = None if offset is None else offset.offset_m
     n = len(matches)
@@ -404,7 +439,7 @@ def solve_drift(
             nq,
             n_in,
         )
-    sigma = np.sqrt(np.diag(_angle_covariance(kept, D, bias, config, offset)))
+    sigma = np.sqrt(np.diag(_angle_covariance(kept, D, bias, config, offset, calibration_covariance)))
     if not np.all(sigma <= config.max_sigma_deg):
         return DriftEstimate.failure(
             "uncertainty too large (σ yaw/pitch/roll = "
