@@ -30,6 +30,10 @@ bench: setup
 	$(PY) -m bench.calibration
 	$(PY) -m bench.offsets
 	$(PY) -m bench.pipeline
+	$(PY) -m bench.fleet --cameras 10,100,1000
+	$(PY) -m bench.trend
+	$(PY) -m bench.parallax
+	$(PY) -m bench.sigma
 
 ui: setup
 	DAGSTER_HOME=$(CURDIR)/.demo/dagster_home PTZ_DATA_DIR=$(CURDIR)/.demo/data $(VENV)/bin/dagster dev -w workspace.yaml
