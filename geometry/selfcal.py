@@ -480,6 +480,12 @@ def _initial_intrinsics(
 # --- bundle adjustment ------------------------------------------------------------------------------------
 
 
+def _frame_rotations(R_tel: np.ndarray, camera: np.ndarray, n_levels: int) -> np.ndarray:
+    """Adjusted frame orientations R_i = R_tel_i exp([δ_i]×) (F, 3, 3), camera -> mount, from the
+    adjustment's parameters [cx, cy, (f, k1, k2) per level, δ per frame]."""
+    return R_tel @ Rotation.from_rotvec(camera[2 + _LEVEL_PARAMS * n_levels :].reshape(-1, 3)).as_matrix()
+
+
 def _level_intrinsics(camera: np.ndarray, n_levels: int, image_size: tuple[int, int]) -> list[Intrinsics]:
     """Intrinsics per zoom level from the adjustment's leading parameters [cx, cy, (f, k1, k2) per level]."""
     cx, cy = camera[:2]
@@ -556,7 +562,7 @@ class _Scan:
         :class:`_Adjustment`)."""
         frame, keypoint, track = _tracks(pair_matches, self.offsets)
         intrinsics = _level_intrinsics(x, n_levels, self.image_size)
-        R = self.R_tel @ Rotation.from_rotvec(x[2 + _LEVEL_PARAMS * n_levels :].reshape(-1, 3)).as_matrix()
+        R = _frame_rotations(self.R_tel, x, n_levels)
         uv = np.empty((len(frame), 2))
         bearings = np.empty((len(frame), 3))
         for i in np.unique(frame):
@@ -641,24 +647,34 @@ class _Adjustment:
         frame_cols = 2 + _LEVEL_PARAMS * self.n_levels + 3 * self.frame[:, None] + np.arange(3)
         self.cols = np.hstack([np.tile([0, 1], (len(uv), 1)), level_cols, frame_cols])
         """The camera parameters each observation depends on (N, 8)."""
+        n = len(uv)
+        self._per_track = csr_matrix((np.ones(n), (obs_track, np.arange(n))), shape=(self.n_tracks, n))
 
-    def _split(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _sum_per_track(self, values: np.ndarray) -> np.ndarray:
+        """Sums (P, ...) over each track's observations of per-observation ``values`` (N, ...)."""
+        total = self._per_track @ values.reshape(len(values), -1)
+        return np.asarray(total).reshape(self.n_tracks, *values.shape[1:])
+
+    def split(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(cx, cy), level parameters (L, 3), δ (F, 3)."""
         k = 2 + _LEVEL_PARAMS * self.n_levels
         return x[:2], x[2:k].reshape(-1, _LEVEL_PARAMS), x[k:].reshape(-1, 3)
 
     def rotations(self, x: np.ndarray) -> np.ndarray:
         """Adjusted frame orientations R_i (F, 3, 3), camera -> mount."""
-        return self.R_tel @ Rotation.from_rotvec(self._split(x)[2]).as_matrix()
+        return _frame_rotations(self.R_tel, x, self.n_levels)
+
+    def _track_to_camera(self, x: np.ndarray) -> np.ndarray:
+        """Per observation ``R_iᵀ B_p`` (N, 3, 3): track coordinates (a, b, 1) -> camera frame."""
+        return self.rotations(x).transpose(0, 2, 1)[self.frame] @ self.B[self.track]
 
     def _model(
-        self, x: np.ndarray, ab: np.ndarray, camera_jacobian: bool
+        self, x: np.ndarray, RtB: np.ndarray, ab: np.ndarray, camera_jacobian: bool
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """Pixel residuals (N, 2) / keypoint σ at tracks ``ab`` (P, 2), their derivatives with respect to the
-        observation's track (N, 2, 2) and, with ``camera_jacobian``, to its camera parameters (N, 2, 8)."""
-        c, lv, delta = self._split(x)
-        Rt = self.rotations(x).transpose(0, 2, 1)[self.frame]
-        RtB = Rt @ self.B[self.track]
+        """Pixel residuals (N, 2) / keypoint σ at tracks ``ab`` (P, 2) (``RtB`` from
+        :meth:`_track_to_camera`), their derivatives with respect to the observation's track (N, 2, 2) and,
+        with ``camera_jacobian``, to its camera parameters (N, 2, 8)."""
+        c, lv, delta = self.split(x)
         X = np.einsum("nij,nj->ni", RtB, np.hstack([ab[self.track], np.ones((len(self.track), 1))]))
         z = X[:, 2:3]
         xy = X[:, :2] / z
@@ -680,34 +696,32 @@ class _Adjustment:
         d_c = np.broadcast_to(np.eye(2) / sigma, (len(X), 2, 2))
         return residuals, J_track, np.concatenate([d_c, d_level, d_delta], axis=2)
 
-    def _track_normal_equations(self, J_track: np.ndarray) -> np.ndarray:
-        """Per track Σ Jᵀ J (P, 2, 2)."""
-        M = np.zeros((self.n_tracks, 2, 2))
-        np.add.at(M, self.track, J_track.transpose(0, 2, 1) @ J_track)
-        return M
-
-    def _solve_tracks(self, x: np.ndarray, iterations: int = 20, max_step: float = 0.05) -> np.ndarray:
-        """The tracks' (a, b) (P, 2) minimising their pixel residuals at camera parameters x: Gauss-Newton
-        from the starting directions (so that the residuals are a function of x alone), steps clipped to
-        ``max_step`` (radians). A trial x far off may leave NaN, which least_squares rejects."""
+    def _solve_tracks(
+        self, x: np.ndarray, iterations: int = 20, max_step: float = 0.05
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``R_iᵀ B_p`` per observation and the tracks' (a, b) (P, 2) minimising their pixel residuals at
+        camera parameters x: Gauss-Newton from the starting directions (so that the residuals are a function
+        of x alone), steps clipped to ``max_step`` (radians). A trial x far off may leave NaN, which
+        least_squares rejects."""
+        RtB = self._track_to_camera(x)
         ab = np.zeros((self.n_tracks, 2))
         for _ in range(iterations):
-            residuals, J_track, _ = self._model(x, ab, camera_jacobian=False)
-            g = np.zeros((self.n_tracks, 2))
-            np.add.at(g, self.track, np.einsum("nai,na->ni", J_track, residuals))
-            step = np.einsum("pij,pj->pi", _inverse_2x2(self._track_normal_equations(J_track)), g)
+            residuals, J_track, _ = self._model(x, RtB, ab, camera_jacobian=False)
+            g = self._sum_per_track(np.einsum("nai,na->ni", J_track, residuals))
+            M = self._sum_per_track(J_track.transpose(0, 2, 1) @ J_track)
+            step = np.einsum("pij,pj->pi", _inverse_2x2(M), g)
             step *= np.minimum(1.0, max_step / np.maximum(np.linalg.norm(step, axis=1), 1e-300))[:, None]
             ab -= step
-            if not np.abs(step).max() > 1e-12:
+            if not np.abs(step).max() > 1e-10:
                 break
-        return ab
+        return RtB, ab
 
     def residuals(self, x: np.ndarray) -> np.ndarray:
         """Residual vector at camera parameters x, the tracks solved."""
-        c, lv, delta = self._split(x)
+        _, lv, delta = self.split(x)
         return np.concatenate(
             [
-                self._model(x, self._solve_tracks(x), camera_jacobian=False)[0].ravel(),
+                self._model(x, *self._solve_tracks(x), camera_jacobian=False)[0].ravel(),
                 delta.ravel() / np.radians(self.config.telemetry_sigma_deg),
                 lv[:, 1:].ravel() / self.config.distortion_prior_sigma,
             ]
@@ -716,14 +730,13 @@ class _Adjustment:
     def jacobian(self, x: np.ndarray) -> np.ndarray:
         """Kaufman's Jacobian (dense) of :meth:`residuals`: the pixel rows' camera derivatives minus their
         projection onto the tracks' (J_c - J_t M⁻¹ Σ J_tᵀ J_c per track), then the priors' rows."""
-        _, J_track, J_local = self._model(x, self._solve_tracks(x), camera_jacobian=True)
+        _, J_track, J_local = self._model(x, *self._solve_tracks(x), camera_jacobian=True)
         n = len(J_local)
         J = np.zeros((n, 2, len(x)))
         for k in range(self.cols.shape[1]):
             J[np.arange(n), :, self.cols[:, k]] = J_local[:, :, k]
-        T = np.zeros((self.n_tracks, 2, len(x)))
-        np.add.at(T, self.track, J_track.transpose(0, 2, 1) @ J)
-        M_inv = _inverse_2x2(self._track_normal_equations(J_track))
+        T = self._sum_per_track(J_track.transpose(0, 2, 1) @ J)
+        M_inv = _inverse_2x2(self._sum_per_track(J_track.transpose(0, 2, 1) @ J_track))
         J -= J_track @ (M_inv @ T)[self.track]
         k = 2 + _LEVEL_PARAMS * self.n_levels
         rotation_rows = np.zeros((3 * self.n_frames, len(x)))
@@ -806,7 +819,7 @@ def _result(
             "scan the lowest zoom over a wider range of directions (e.g. two tilt rows)"
         )
     R = problem.rotations(x)
-    corrections = np.degrees(np.linalg.norm(problem._split(x)[2], axis=1))
+    corrections = np.degrees(np.linalg.norm(problem.split(x)[2], axis=1))
     worst = int(np.argmax(corrections))
     if corrections[worst] > config.max_telemetry_error_deg:
         raise SelfCalibrationError(
