@@ -1,10 +1,12 @@
 """r_align: the mount-to-world rotation R_align (= R_WB) from control points seen in the reference scan."""
 
 import json
+from dataclasses import replace
 
 import dagster as dg
 
 from geometry.alignment import ControlPoints, estimate_r_align, parse_control_points, parse_control_points_csv
+from geometry.camera import Intrinsics, ZoomModel
 from ptz_pipeline import scans
 from ptz_pipeline.assets.common import current_version, load_intrinsics, store_r_align, versioned_result
 from ptz_pipeline.assets.intrinsics import camera_intrinsics
@@ -44,6 +46,21 @@ def _control_points(
         raise ValueError(f"{storage.uri(key)}: {exc}") from None
 
 
+def _at_frame_size(
+    storage: ObjectStorageResource, reference: Version, intr: Intrinsics, zoom_model: ZoomModel
+) -> tuple[Intrinsics, ZoomModel]:
+    """K and the zoom -> focal table (pixels) at the size of the reference frames the points were clicked in:
+    a camera's stream may differ in size from the chessboard photos it was calibrated with."""
+    manifest = scans.read_manifest(storage, reference.prefix)
+    if manifest is None or not manifest.frames:
+        return intr, zoom_model
+    height, width = scans.read_image(storage, reference.prefix, manifest.frames[0]).shape[:2]
+    if (width, height) == tuple(intr.image_size):
+        return intr, zoom_model
+    scale = width / intr.image_size[0]
+    return intr.scaled(scale), replace(zoom_model, focal_px=tuple(f * scale for f in zoom_model.focal_px))
+
+
 @dg.asset(
     partitions_def=camera_partitions, group_name="calibration", deps=[camera_intrinsics, reference_scan]
 )
@@ -58,7 +75,7 @@ def r_align(
     intrinsics = current_version(storage, cam, "intrinsics")
     reference = current_version(storage, cam, "reference")
     key, survey, points = _control_points(storage, cam, reference)
-    intr, zoom_model = load_intrinsics(storage, cam, intrinsics)
+    intr, zoom_model = _at_frame_size(storage, reference, *load_intrinsics(storage, cam, intrinsics))
     result = estimate_r_align(points, intr, zoom_model)
     version = store_r_align(
         storage,
