@@ -27,7 +27,7 @@ pytestmark = pytest.mark.integration
 def _fleet(width: int, height: int) -> str:
     camera = {
         "name": "cam-1",
-        "reference": {"horizontal_stops": 3, "vertical_stops": 1, "pan_max": 80, "tilt_min": -15, "tilt_max": -9},
+        "reference": {"horizontal_stops": 3, "vertical_stops": 1, "pan_max": 80, "tilt_min": -15, "tilt_max": -15},
         "backend": {"kind": "simulated", "image_width": width, "image_height": height, "nuisances": False,
                     "drift_amplitude_deg": [0.0, 0.0, 0.0], "dist": [0.0, 0.0, 0.0, 0.0, 0.0]},
     }  # fmt: skip
@@ -57,6 +57,6 @@ def test_r_align_scales_the_intrinsics_to_the_reference_frames(tmp_path: Path) -
         ).success
     version = current(storage, "site", "cam-1", "r_align").number
     R_align = np.load(io.BytesIO(storage.get_bytes(scans.r_align_key("site", "cam-1", version))))
-    # 6 landmarks clicked with 0.3 px noise at f = 277 px (0.06° each) bound the error near 0.1°; with K at the
-    # photos' size (unscaled) the same survey gave 20.8°
+    # 6 landmarks clicked with 0.3 px noise at f = 277 px (0.06° each) bound the error near 0.1°; with K
+    # at the photos' size (unscaled) the same survey gave 20.8°
     assert rotation_angle_deg(R_align, stream.backend.R_WB(datetime.now(UTC))) < 0.25
