@@ -27,7 +27,8 @@ pytestmark = pytest.mark.integration
 def _fleet(width: int, height: int) -> str:
     camera = {
         "name": "cam-1",
-        "reference": {"horizontal_stops": 3, "vertical_stops": 1, "pan_max": 80, "tilt_min": -15, "tilt_max": -15},
+        "reference": {"horizontal_stops": 3, "vertical_stops": 1, "pan_max": 80,
+                      "tilt_min": -15, "tilt_max": -15},
         "backend": {"kind": "simulated", "image_width": width, "image_height": height, "nuisances": False,
                     "drift_amplitude_deg": [0.0, 0.0, 0.0], "dist": [0.0, 0.0, 0.0, 0.0, 0.0]},
     }  # fmt: skip
