@@ -6,7 +6,17 @@ from __future__ import annotations
 import dagster as dg
 
 from ptz_pipeline import jobs, schedules, sensors
-from ptz_pipeline.assets import digest, drift, intrinsics, offsets, query, r_align, reference, reports
+from ptz_pipeline.assets import (
+    digest,
+    drift,
+    intrinsics,
+    offsets,
+    proposal,
+    query,
+    r_align,
+    reference,
+    reports,
+)
 from ptz_pipeline.settings import deployment_resources
 
 OWNER = "team:georegistration"
@@ -30,7 +40,7 @@ def build_definitions(resources: dict[str, object] | None = None) -> dg.Definiti
     resources = resources or deployment_resources()
     resources["devices"].fleet()
     assets = dg.load_assets_from_modules(
-        [intrinsics, reference, r_align, query, offsets, reports, drift, digest]
+        [intrinsics, reference, r_align, query, offsets, reports, drift, proposal, digest]
     )
     return dg.Definitions(
         assets=dg.with_source_code_references(

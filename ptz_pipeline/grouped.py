@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import importlib
 from collections import defaultdict
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import dagster as dg
@@ -102,25 +102,32 @@ SITE_TAG = "ptz/deployment"
 
 
 def site_requests(
-    context: dg.SensorEvaluationContext, asset_key: dg.AssetKey, partition_keys: list[str], reason: str
+    context: dg.SensorEvaluationContext,
+    asset_keys: dg.AssetKey | Sequence[dg.AssetKey],
+    partition_keys: list[str],
+    reason: str,
 ) -> list[dg.RunRequest]:
     """One RunRequest per deployment covering exactly ``partition_keys`` (camera|hour, or camera keys) of
-    ``asset_key``."""
+    ``asset_keys`` (one asset, or several with the same partitions)."""
     by_site: dict[str, set[str]] = defaultdict(set)
     for key in partition_keys:
         camera = split_camera_hour(key)[0] if "|" in key else key
         by_site[split_camera_key(camera)[0]].add(key)
+    assets = [asset_keys] if isinstance(asset_keys, dg.AssetKey) else list(asset_keys)
     return [
-        explicit_keys_request(context, asset_key, sorted(keys), {SITE_TAG: site, "ptz/reason": reason})
+        explicit_keys_request(context, assets, sorted(keys), {SITE_TAG: site, "ptz/reason": reason})
         for site, keys in sorted(by_site.items())
     ]
 
 
 def explicit_keys_request(
-    context: dg.SensorEvaluationContext, asset_key: dg.AssetKey, partition_keys: list[str], tags: dict
+    context: dg.SensorEvaluationContext,
+    asset_keys: Sequence[dg.AssetKey],
+    partition_keys: list[str],
+    tags: dict,
 ) -> dg.RunRequest:
-    """A RunRequest covering exactly ``partition_keys`` of ``asset_key``: Dagster launches it as a one-run
-    backfill (the assets use BackfillPolicy.single_run()).
+    """A RunRequest covering exactly ``partition_keys`` of each of ``asset_keys``: Dagster launches it as a
+    one-run backfill (the assets use BackfillPolicy.single_run()).
 
     Dagster 1.13 has no public way to build the AssetGraphSubset that ``RunRequest.for_asset_graph_subset``
     takes, so this one function reaches into ``dagster._core`` (test_grouped.py fails if that changes).
@@ -128,12 +135,18 @@ def explicit_keys_request(
     graph_subset = importlib.import_module("dagster._core.definitions.assets.graph.asset_graph_subset")
     events = importlib.import_module("dagster._core.definitions.events")
     subset = graph_subset.AssetGraphSubset.from_asset_partition_set(
-        {events.AssetKeyPartitionKey(asset_key, k) for k in partition_keys},
+        {events.AssetKeyPartitionKey(asset, k) for asset in asset_keys for k in partition_keys},
         context.repository_def.asset_graph,
     )
     return dg.RunRequest.for_asset_graph_subset(subset, tags=tags)
 
 
 def requested_keys(request: dg.RunRequest) -> list[str]:
-    """The camera|hour keys a request built by :func:`site_requests` covers (for tests and logs)."""
-    return sorted(str(ap.partition_key) for ap in request.asset_graph_subset.iterate_asset_partitions())
+    """The partition keys a request built by :func:`site_requests` covers, over all its assets (for tests and
+    logs)."""
+    return sorted({str(ap.partition_key) for ap in request.asset_graph_subset.iterate_asset_partitions()})
+
+
+def requested_assets(request: dg.RunRequest) -> list[dg.AssetKey]:
+    """The assets a request built by :func:`site_requests` covers."""
+    return sorted({ap.asset_key for ap in request.asset_graph_subset.iterate_asset_partitions()})

@@ -1,5 +1,5 @@
-"""Asset jobs: calibration per camera, capture and estimation per camera-hour, the per-camera drift view,
-the daily report."""
+"""Asset jobs: calibration per camera, capture and estimation per camera-hour, the per-camera drift view
+and R_align proposal, the daily report."""
 
 from __future__ import annotations
 
@@ -15,7 +15,9 @@ estimate_job = dg.define_asset_job(
     "estimate_offsets", selection=dg.AssetSelection.assets("orientation_offsets")
 )
 drift_view_job = dg.define_asset_job(
-    "drift_view", selection=dg.AssetSelection.assets("camera_drift"), description="Per-camera drift views."
+    "drift_view",
+    selection=dg.AssetSelection.assets("camera_drift", "r_align_proposal"),
+    description="Per-camera drift views and R_align proposals.",
 )
 report_job = dg.define_asset_job(
     "daily_report",

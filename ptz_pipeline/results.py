@@ -42,20 +42,27 @@ class CapturePosition(BaseModel):
 @dataclass(frozen=True)
 class UsedVersions:
     """The calibration versions a camera-hour used (None: not known, e.g. its calibration failed to load);
-    ``note`` says when a version newer than the hour had to be used (ptz_pipeline.versions)."""
+    ``note`` says when a version newer than the hour had to be used (ptz_pipeline.versions);
+    ``r_align_correction_deg``: the correction Δ_p (yaw, pitch, roll degrees) that the R_align version applies
+    over the surveyed alignment of this reference scan (ptz_pipeline.proposals), None when it applies none."""
 
     reference: int | None = None
     intrinsics: int | None = None
     r_align: int | None = None
     note: str | None = None
+    r_align_correction_deg: tuple[float, float, float] | None = None
 
     def columns(self) -> dict[str, int | str | None]:
         """The row's version columns."""
+        correction = self.r_align_correction_deg
         return {
             "reference_version": self.reference,
             "intrinsics_version": self.intrinsics,
             "r_align_version": self.r_align,
             "version_note": self.note,
+            "r_align_correction": None
+            if correction is None
+            else "yaw {:+.4f} pitch {:+.4f} roll {:+.4f}".format(*correction),
         }
 
 
@@ -98,6 +105,11 @@ class ResultRow(BaseModel):
     r_align_version: int | None = Field(None, description="R_align version valid at the hour")
     version_note: str | None = Field(
         None, description="set when a calibration version newer than the hour had to be used"
+    )
+    r_align_correction: str | None = Field(
+        None,
+        description="the R_align version's correction Δ_p (yaw, pitch, roll degrees): the offsets are "
+        "Δ_p⁻¹ · (drift since the reference scan); null when none applied",
     )
 
     @field_validator(
@@ -207,7 +219,7 @@ class ResultRow(BaseModel):
 
     def metadata(self) -> dict[str, float | int | str | None]:
         """Values for the UI (numbers are plotted per partition): degrees, σ degrees, counts, the calibration
-        versions used (and the note when one was newer than the hour)."""
+        versions used (the note when one was newer than the hour, the R_align correction taken out)."""
         return {
             "yaw_deg": self.yaw_offset,
             "pitch_deg": self.pitch_offset,
@@ -221,6 +233,7 @@ class ResultRow(BaseModel):
             "intrinsics_version": self.intrinsics_version,
             "r_align_version": self.r_align_version,
             **({"version_note": self.version_note} if self.version_note else {}),
+            **({"r_align_correction": self.r_align_correction} if self.r_align_correction else {}),
         }
 
     def record(self) -> dict[str, Any]:

@@ -10,6 +10,7 @@ import dagster as dg
 
 from ptz_pipeline.assets.drift import CAMERA_DRIFT
 from ptz_pipeline.assets.offsets import ORIENTATION_OFFSETS
+from ptz_pipeline.assets.proposal import R_ALIGN_PROPOSAL
 from ptz_pipeline.assets.query import QUERY_SCAN
 from ptz_pipeline.grouped import site_requests
 from ptz_pipeline.jobs import calibration_job
@@ -21,6 +22,9 @@ from ptz_pipeline.partitions import (
     split_camera_hour,
 )
 from ptz_pipeline.resources.camera import DevicesResource
+
+AFTER_ESTIMATE = [CAMERA_DRIFT, R_ALIGN_PROPOSAL]
+"""The per-camera assets refreshed after new estimates (camera partitions, one run per site)."""
 
 
 def sensor(**kwargs):
@@ -107,14 +111,15 @@ def offsets_after_capture(context: dg.SensorEvaluationContext) -> dg.SensorResul
     )
 
 
-@sensor(asset_selection=[CAMERA_DRIFT], minimum_interval_seconds=60)
+@sensor(asset_selection=AFTER_ESTIMATE, minimum_interval_seconds=60)
 def drift_after_estimate(context: dg.SensorEvaluationContext) -> dg.SensorResult:
-    """The per-camera drift view follows estimation: cameras with new orientation_offsets -> camera_drift,
-    one run per site."""
+    """The per-camera drift view and R_align proposal follow estimation: cameras with new
+    orientation_offsets -> camera_drift and r_align_proposal, one run per site. A proposal is never applied
+    here: a person applies it (r_align with apply_proposal)."""
     keys, cursor = _new_materializations(context, ORIENTATION_OFFSETS)
     if not keys:
         return dg.SensorResult(skip_reason="no new estimates")
     cameras = sorted({split_camera_hour(k)[0] for k in keys})
     return dg.SensorResult(
-        run_requests=site_requests(context, CAMERA_DRIFT, cameras, "estimated"), cursor=cursor
+        run_requests=site_requests(context, AFTER_ESTIMATE, cameras, "estimated"), cursor=cursor
     )

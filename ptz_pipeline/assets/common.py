@@ -14,10 +14,10 @@ from typing import Any, TypeVar
 import dagster as dg
 import numpy as np
 
-from geometry.alignment import save_r_align
+from geometry.alignment import load_r_align, save_r_align
 from geometry.camera import Intrinsics, ZoomModel, load_calibration, save_calibration
 from geometry.drift import FrameObservation
-from ptz_pipeline import scans, versions
+from ptz_pipeline import proposals, scans, versions
 from ptz_pipeline.devices import CameraConfig
 from ptz_pipeline.resources.storage import ObjectStorageResource, in_flight
 from ptz_pipeline.results import UsedVersions
@@ -161,6 +161,16 @@ def load_intrinsics(
         raise ValueError(f"{storage.uri(zoom_key)}: {exc}") from None
 
 
+def read_r_align(storage: ObjectStorageResource, camera: CameraConfig, version: Version) -> np.ndarray:
+    """The R_align (3x3 rotation, mount -> world ENU) of ``version``; errors name the file."""
+    key = scans.r_align_key(camera.deployment, camera.name, version.number)
+    with io.BytesIO(storage.get_bytes(key)) as buf:
+        try:
+            return load_r_align(buf)
+        except ValueError as exc:
+            raise ValueError(f"{storage.uri(key)}: {exc}") from None
+
+
 def load_reference_observations(
     storage: ObjectStorageResource,
     camera: CameraConfig,
@@ -200,7 +210,9 @@ class CalibrationVersions:
 
     def at(self, hour: datetime) -> tuple[Version, Version, UsedVersions]:
         """(intrinsics, reference scan, the versions used) for the hour beginning at ``hour`` (UTC), per
-        :func:`ptz_pipeline.versions.valid_at`; R_align is recorded, not needed by the drift estimate.
+        :func:`ptz_pipeline.versions.valid_at`. R_align is not needed by the drift estimate: the versions
+        used record its number and the correction Δ_p it carries for this reference scan, if any
+        (:func:`ptz_pipeline.proposals.correction_of`), which the reported offsets take out.
         FileNotFoundError when the camera has no intrinsics or no reference scan."""
         chosen: dict[str, Version] = {}
         after: list[str] = []
@@ -218,11 +230,13 @@ class CalibrationVersions:
             if late:
                 after.append(f"{artefact} v{chosen[artefact].number}")
         note = f"{', '.join(after)} became valid after the hour began (no earlier version)" if after else None
-        r_align = chosen.get("r_align")
+        r_align, reference = chosen.get("r_align"), chosen["reference"]
+        correction = None if r_align is None else proposals.correction_of(r_align, reference.number)
         used = UsedVersions(
-            reference=chosen["reference"].number,
+            reference=reference.number,
             intrinsics=chosen["intrinsics"].number,
             r_align=None if r_align is None else r_align.number,
             note=note,
+            r_align_correction_deg=None if correction is None else correction.angles_deg,
         )
         return chosen["intrinsics"], chosen["reference"], used

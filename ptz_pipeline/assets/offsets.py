@@ -8,14 +8,15 @@ never replaces a successful row, and an hour's Slack report is sent again only w
 """
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 import dagster as dg
 
 from geometry.camera import Intrinsics, ZoomModel
-from geometry.drift import FrameObservation, estimate_drift
+from geometry.drift import DriftEstimate, FrameObservation, estimate_drift
 from geometry.matching import Matcher
+from geometry.rotations import drift_angles, drift_matrix
 from ptz_pipeline import scans
 from ptz_pipeline.assets.common import (
     CalibrationVersions,
@@ -81,6 +82,25 @@ class _CameraCalibrations:
         return loaded, used
 
 
+def relative_to_r_align(
+    estimate: DriftEstimate, correction_deg: tuple[float, float, float] | None
+) -> DriftEstimate:
+    """The drift relative to the hour's R_align version: ``Δ_p⁻¹ · Δ`` for the drift Δ since the reference
+    scan and the correction Δ_p = drift_matrix(``correction_deg``) (yaw, pitch, roll degrees) that version
+    applies (ptz_pipeline.proposals); ``estimate`` itself when there is none or it failed.
+
+    σ are kept: Δ_p is a constant, so Δ_p⁻¹ · Δ has the same rotation uncertainty as Δ; its yaw/pitch/roll σ
+    differ from Δ's only by the change of the Euler angles' Jacobian, of the order of the angles in radians
+    (under 1 % of σ for drifts and corrections below 0.5°).
+    """
+    if correction_deg is None or not estimate.success:
+        return estimate
+    measured = drift_matrix(estimate.yaw_deg, estimate.pitch_deg, estimate.roll_deg)
+    D = drift_matrix(*correction_deg).T @ measured
+    yaw, pitch, roll = drift_angles(D)
+    return replace(estimate, yaw_deg=yaw, pitch_deg=pitch, roll_deg=roll, D=D)
+
+
 def _estimate_hour(
     cam: CameraConfig,
     hour: str,
@@ -90,7 +110,8 @@ def _estimate_hour(
     matcher: Matcher,
     calibrations: _CameraCalibrations,
 ) -> ResultRow:
-    """One camera-hour's row from its stored query scan and the calibration valid at its hour."""
+    """One camera-hour's row from its stored query scan and the calibration valid at its hour, the offsets
+    relative to the hour's R_align version (:func:`relative_to_r_align`)."""
     pk = str(camera_hour_key(cam.key, hour))
     start = hour_start(hour)
     prefix = scans.query_prefix(cam.deployment, cam.name, start)
@@ -110,8 +131,9 @@ def _estimate_hour(
     )
     with estimation.blas_limit():
         report = estimate_drift(queries, calibration.references, matcher, estimation.drift_config())
+    estimate = relative_to_r_align(report.joint, used.r_align_correction_deg)
     positions = [{"pan": f.pan, "tilt": f.tilt, "zoom": f.zoom} for f in manifest.frames]
-    return ResultRow.from_estimate(cam, start, pk, run_id, report.joint, positions, storage.uri(prefix), used)
+    return ResultRow.from_estimate(cam, start, pk, run_id, estimate, positions, storage.uri(prefix), used)
 
 
 def _summary(row: ResultRow) -> str:
@@ -180,7 +202,8 @@ def orientation_offsets(
     slack: SlackResource,
 ):
     """Estimate every requested camera-hour from stored scans only (backfills never touch a camera), each
-    against the calibration versions valid at its hour (recorded in the row and its metadata).
+    against the calibration versions valid at its hour (recorded in the row and its metadata), the offsets
+    relative to its R_align version (an applied proposal's correction taken out, named in the row).
 
     The run's rows replace earlier rows of the same partitions in one Iceberg transaction, except that a
     failed estimate never replaces a successful row: the good row stays, and the partition's metadata says

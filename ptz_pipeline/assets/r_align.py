@@ -4,10 +4,11 @@ import json
 from dataclasses import replace
 
 import dagster as dg
+import numpy as np
 
 from geometry.alignment import ControlPoints, estimate_r_align, parse_control_points, parse_control_points_csv
 from geometry.camera import Intrinsics, ZoomModel
-from ptz_pipeline import scans
+from ptz_pipeline import proposals, scans
 from ptz_pipeline.assets.common import current_version, load_intrinsics, store_r_align, versioned_result
 from ptz_pipeline.assets.intrinsics import camera_intrinsics
 from ptz_pipeline.assets.reference import reference_scan
@@ -61,17 +62,79 @@ def _at_frame_size(
     return intr.scaled(scale), replace(zoom_model, focal_px=tuple(f * scale for f in zoom_model.focal_px))
 
 
+class RAlignConfig(dg.Config):
+    """Where the new R_align comes from: the survey (default) or the camera's latest proposal."""
+
+    apply_proposal: bool = False
+    """Apply ``r_align/proposal.json`` (r_align_proposal) instead of estimating from control points."""
+
+
+def _apply_proposal(
+    context: dg.AssetExecutionContext, storage: ObjectStorageResource, cam: CameraConfig
+) -> dg.MaterializeResult:
+    """A new R_align version = the latest proposal's matrix, if it proposes one and was made on the current
+    R_align and reference versions (else dg.Failure saying why); its provenance records the correction Δ_p
+    and the proposal's evidence, copied beside it as ``proposal.json``."""
+    try:
+        data, record = proposals.read_proposal(storage, cam.deployment, cam.name)
+    except (FileNotFoundError, ValueError) as exc:
+        raise dg.Failure(f"{cam.key}: {exc}") from None
+    where = storage.uri(proposals.proposal_key(cam.deployment, cam.name))
+    if not record.proposed or record.R_align is None or record.correction is None:
+        made = f"{record.created:%Y-%m-%d %H:%M} UTC"
+        raise dg.Failure(f"{cam.key}: {where} proposes nothing (made {made}): {record.reason}")
+    current = tuple(current_version(storage, cam, a).number for a in ("r_align", "reference"))
+    if current != (record.r_align_version, record.reference_version):
+        raise dg.Failure(
+            f"{cam.key}: {where} corrects R_align v{record.r_align_version} measured against reference "
+            f"v{record.reference_version}; the current versions are R_align v{current[0]}, reference "
+            f"v{current[1]} (applied already, or calibrated since): materialize r_align_proposal again"
+        )
+    evidence = record.model_dump(mode="json", exclude={"R_align", "correction"})
+    version = store_r_align(
+        storage,
+        cam,
+        np.asarray(record.R_align),
+        inputs={"proposal.json": data},
+        run_id=context.run.run_id,
+        reference_version=record.reference_version,
+        correction=record.correction.model_dump(),
+        proposal=evidence,
+    )
+    correction = record.correction
+    return versioned_result(
+        storage,
+        version,
+        metadata={
+            "method": "proposal",
+            "corrects_version": record.r_align_version,
+            "reference_version": record.reference_version,
+            "proposal": record.reason,
+            "correction_yaw_deg": round(correction.yaw_deg, 5),
+            "correction_pitch_deg": round(correction.pitch_deg, 5),
+            "correction_roll_deg": round(correction.roll_deg, 5),
+            "proposal_hours": len(record.hours_used),
+            "R_align": dg.MetadataValue.json(np.asarray(record.R_align).round(8).tolist()),
+        },
+    )
+
+
 @dg.asset(
     partitions_def=camera_partitions, group_name="calibration", deps=[camera_intrinsics, reference_scan]
 )
 def r_align(
     context: dg.AssetExecutionContext,
+    config: RAlignConfig,
     storage: ObjectStorageResource,
     devices: DevicesResource,
 ) -> dg.MaterializeResult:
     """A new version of R_align.npy (3x3, mount -> world ENU) from ``r_align/control_points.json`` or
-    ``control_points.csv`` (surveyed landmarks clicked in reference frames), the survey copied beside it."""
+    ``control_points.csv`` (surveyed landmarks clicked in reference frames), the survey copied beside it; or,
+    with ``apply_proposal``, the camera's latest R_align proposal (r_align_proposal, which reads this asset:
+    no dependency is declared back), the correction and its evidence in the version's provenance."""
     cam = devices.camera(context.partition_key)
+    if config.apply_proposal:
+        return _apply_proposal(context, storage, cam)
     intrinsics = current_version(storage, cam, "intrinsics")
     reference = current_version(storage, cam, "reference")
     key, survey, points = _control_points(storage, cam, reference)

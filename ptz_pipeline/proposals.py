@@ -1,0 +1,126 @@
+"""R_align proposals in storage: the record ``r_align_proposal`` writes and ``r_align`` applies, and the
+correction an applied proposal leaves in the R_align version it creates.
+
+Frames and conventions (ARCHITECTURE.md): an hour's offsets Δ are the mount's rotation since the reference
+scan; the true ``R_WB = R_align · Δ``. An R_align version made by applying a proposal is
+``R_align = R_align(surveyed) · Δ_p``: its provenance holds the correction Δ_p (:class:`Correction`) and the
+reference scan version Δ_p was measured against. An hour estimated against that reference is reported
+relative to that R_align, as ``Δ_p⁻¹ · Δ`` (ptz_pipeline.assets.offsets); any other hour (a survey-based
+version, or a reference re-scanned since, which captured the mount where it then was) as Δ itself.
+
+Layout: ``{deployment}/{camera}/r_align/proposal.json`` (the latest proposal, refused ones included: the
+reason is the evidence); an applied proposal is copied into the version folder it made.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+
+import numpy as np
+from pydantic import AwareDatetime, BaseModel, ConfigDict, ValidationError
+
+from geometry.rotations import drift_angles, drift_matrix
+from ptz_pipeline import scans, versions
+
+Angles = tuple[float, float, float]
+"""(yaw, pitch, roll) in degrees (geometry.rotations.drift_matrix)."""
+
+
+class Correction(BaseModel):
+    """Δ_p = drift_matrix(yaw, pitch, roll) (degrees) that an R_align version applies on top of the surveyed
+    alignment of reference scan version ``reference_version``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    reference_version: int
+    yaw_deg: float
+    pitch_deg: float
+    roll_deg: float
+
+    @property
+    def angles_deg(self) -> Angles:
+        return (self.yaw_deg, self.pitch_deg, self.roll_deg)
+
+    def then(self, delta: np.ndarray) -> Correction:
+        """The correction ``Δ_p · delta`` (3x3 rotation applied on top of this one), same reference."""
+        yaw, pitch, roll = drift_angles(drift_matrix(*self.angles_deg) @ delta)
+        return Correction(
+            reference_version=self.reference_version, yaw_deg=yaw, pitch_deg=pitch, roll_deg=roll
+        )
+
+
+def correction_of(version: versions.Version, reference_version: int) -> Correction | None:
+    """The correction of an R_align ``version`` for hours estimated against ``reference_version``: None for a
+    survey-based version, or when the correction was measured against another reference scan version."""
+    stored = version.provenance.get("correction")
+    if stored is None:
+        return None
+    correction = Correction.model_validate(stored)
+    return correction if correction.reference_version == reference_version else None
+
+
+class ProposalRecord(BaseModel):
+    """The latest proposal for one camera (``proposal.json``): proposed or not, why, and the evidence.
+
+    ``delta_deg``: Δ̄ (yaw, pitch, roll degrees), the mean drift over ``hours_used`` (UTC hour starts) as
+    reported against R_align ``r_align_version`` and reference ``reference_version``; ``delta_sigma_deg``
+    its 1-σ; ``spread_deg``: the largest angle between one hour's drift and Δ̄. ``R_align``: the proposed
+    3x3 (mount -> world ENU), ``R_align(r_align_version) · Δ̄``; ``correction``: the Δ_p the new version
+    would carry. Numbers that were never computed (a refusal before them) are None.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    camera: str
+    created: AwareDatetime
+    run_id: str
+    proposed: bool
+    reason: str
+    r_align_version: int
+    reference_version: int
+    trend: str
+    hours_used: list[AwareDatetime]
+    delta_deg: Angles | None
+    delta_sigma_deg: Angles | None
+    spread_deg: float | None
+    R_align: list[list[float]] | None
+    correction: Correction | None
+    settings: dict[str, float]
+    """The geometry.proposal.ProposalConfig values used (hours, degrees)."""
+
+
+def finite(value: float) -> float | None:
+    """``value`` as a float, or None when it is not finite (a number the proposal never computed)."""
+    return float(value) if math.isfinite(value) else None
+
+
+def finite_angles(values: tuple[float, float, float]) -> Angles | None:
+    """Three angles as floats, or None when any is not finite."""
+    return (float(values[0]), float(values[1]), float(values[2])) if all(map(math.isfinite, values)) else None
+
+
+def proposal_key(deployment: str, camera: str) -> str:
+    """Where the camera's latest proposal is stored."""
+    return f"{versions.artefact_prefix(deployment, camera, 'r_align')}/proposal.json"
+
+
+def hour_of(hours_since_epoch: float) -> datetime:
+    """The UTC datetime of an hour on OffsetHistory's axis (hours since the Unix epoch)."""
+    return datetime.fromtimestamp(round(hours_since_epoch * 3600.0), UTC)
+
+
+def read_proposal(storage: scans.Storage, deployment: str, camera: str) -> tuple[bytes, ProposalRecord]:
+    """(bytes, parsed) of the camera's latest proposal; FileNotFoundError or ValueError naming the file."""
+    key = proposal_key(deployment, camera)
+    if not storage.exists(key):
+        raise FileNotFoundError(
+            f"no R_align proposal at {storage.uri(key)}; materialize r_align_proposal first"
+        )
+    data = storage.get_bytes(key)
+    try:
+        return data, ProposalRecord.model_validate_json(data)
+    except ValidationError as exc:
+        error = exc.errors(include_url=False)[0]
+        where = ".".join(str(p) for p in error["loc"]) or "(top level)"
+        raise ValueError(f"{storage.uri(key)}: {where}: {error['msg']}") from None
