@@ -5,8 +5,13 @@ its match in the nearest reference frame and each reference keypoint one match, 
 independent. When the frames carry their images, up to ``refine_max_matches`` inliers of a first drift per
 query frame are re-found in the reference by photometric alignment (:mod:`geometry.refine`, which removes
 the detector's position bias). Each query frame is then solved alone and all of them jointly, for one drift
-(:func:`geometry.drift.solver.solve_drift`). A query frame that no reference frame overlaps fails with its
-reason. Angles in degrees, pixels in each frame's own image.
+(:func:`geometry.drift.solver.solve_drift`). With an optical centre offset (estimated from the reference
+scan, :mod:`geometry.drift.parallax`) each match's depth is marginalised; with the calibration's covariance
+every frame uses the calibration corrected by the reference scan and σ includes what remains uncertain
+(:mod:`geometry.drift.calibration`). A query frame that no reference frame overlaps fails with its reason;
+one whose view the reference does not explain (occluded, repainted, looking elsewhere) is flagged as a
+changed scene and kept out of the joint estimate; failures say when the view is much darker or hazier than
+its reference. Angles in degrees, pixels in each frame's own image.
 """
 
 from __future__ import annotations
@@ -126,23 +131,27 @@ def estimate_drift(
         estimate = None
         if D0 is not None:
             refined = photometrically_refined(matches, D0, query, references, config, used)
-            estimate = solve_drift(refined, config, [D0], n_query_frames=1, offset=used)
+            if posterior is not None:  # for the calibration's share of σ
+                refined = with_calibration_dirs(refined, queries, references, posterior)
+            estimate = solve_drift(refined, config, [D0], 1, used, covariance)
         if estimate is not None and estimate.success:
             matches = refined
         else:  # no refinement possible, or too little of it converged: the matches as detected
-            estimate = solve_drift(matches, config, n_query_frames=1, offset=used)
-        if posterior is not None:  # σ with the calibration's share, on the matches used
-            matches = with_calibration_dirs(matches, queries, references, posterior)
+            if posterior is not None:
+                matches = with_calibration_dirs(matches, queries, references, posterior)
             estimate = solve_drift(
-                matches, config, [estimate.D] if estimate.success else [], 1, used, covariance
+                matches, config, n_query_frames=1, offset=used, calibration_covariance=covariance
             )
         changed = _scene_change(detected, estimate, query, references, reference_bearings, config, used)
+        note, dark = _appearance(query, references[ref_ids[0]], config)
+        if estimate.success and dark:  # another light (night, infrared): not measured against a day reference
+            changed = f"scene changed: {note}; not measured against this reference"
         if changed:  # flagged, never measured
             estimate = DriftEstimate.failure(changed, estimate.n_matches, 1, estimate.inliers)
         elif estimate.inliers >= config.min_inliers:  # the joint pools frames that show the reference scene
             per_query.append(matches)
-        if not estimate.success:
-            estimate = replace(estimate, reason=estimate.reason + _appearance(query, references[ref_ids[0]]))
+        if not estimate.success and note and note not in estimate.reason:
+            estimate = replace(estimate, reason=f"{estimate.reason}; {note}")
         per_frame.append((name, estimate))
 
     if not per_query:
@@ -236,22 +245,27 @@ def _scene_change(
     )
 
 
-def _appearance(query: FrameObservation, reference: FrameObservation) -> str:
-    """A note on how the query's image differs from its reference's (much darker, much less contrast), for a
-    failure's reason; "" without images or when they look alike."""
+def _appearance(
+    query: FrameObservation, reference: FrameObservation, config: DriftConfig
+) -> tuple[str, bool]:
+    """How the query's image differs from its reference's: a note ("" without images or when they look
+    alike) and whether it is darker by more than ``config.max_darkening`` (mean grey level). A view with far
+    less contrast (RMS gradient) is noted but not flagged: zooming in lowers it too, and fog that still
+    leaves enough matches is measured."""
     if query.image is None or reference.image is None:
-        return ""
+        return "", False
 
     def brightness_contrast(image: np.ndarray) -> tuple[float, float]:
         gx, gy = np.gradient(image)
         return float(image.mean()), float(np.sqrt(np.mean(gx**2 + gy**2)))
 
     (b_q, c_q), (b_r, c_r) = brightness_contrast(query.image), brightness_contrast(reference.image)
-    if b_q < 0.5 * b_r:
-        return f"; the view is {b_r / max(b_q, 1e-3):.1f}x darker than the reference (night or infrared?)"
-    if c_q < 0.5 * c_r:
+    darker, flatter = b_r / max(b_q, 1e-3), c_r / max(c_q, 1e-3)
+    if darker > config.max_darkening:
+        return f"the view is {darker:.1f}x darker than the reference (night or infrared?)", True
+    if flatter > config.max_darkening:
         return (
-            f"; the view has {c_r / max(c_q, 1e-3):.1f}x less contrast than the reference (fog, glare or a "
-            "dirty lens?)"
+            f"the view has {flatter:.1f}x less contrast than the reference (fog, glare or a dirty lens?)",
+            False,
         )
-    return ""
+    return "", False

@@ -11,6 +11,10 @@ direction is found by a search over directions (MSAC on the whitened residuals) 
 squares on its tangent plane, with its covariance. Its length is not observable (the depths absorb it); it is
 set to :attr:`DriftConfig.offset_length_m`. The offset is used only when the matches' median parallax along
 their epipolar lines reaches :attr:`DriftConfig.min_parallax_px` (reference pixels).
+
+:func:`reference_scan_model` adds what the same pairs tell about the calibration
+(:mod:`geometry.drift.calibration`); :func:`cached_reference_scan_model` computes it once per process and
+reference scan, for every camera-hour estimated against that scan.
 """
 
 from __future__ import annotations

@@ -104,6 +104,10 @@ class DriftConfig:
     the frame is flagged as a changed scene (occluded, repainted, rebuilt, looking elsewhere) and not used
     (measured: 97-100 % on unchanged frames with typical nuisances, 41-58 % with 60 % occluded or 50 %
     repainted)."""
+    max_darkening: float = 2.0
+    """Largest factor by which a query frame's image may be darker (mean grey level) than its reference's:
+    a darker view (night, infrared light) is flagged as a changed scene; one with that much less contrast is
+    named in a failure's reason (fog, glare)."""
     max_sigma_deg: float = 0.02
     """Largest standard deviation (degrees) of yaw, pitch or roll that is still reported."""
     keypoint_bias_sigma_px: float = 0.5
@@ -149,6 +153,8 @@ class DriftConfig:
             raise ValueError("ransac_confidence must lie strictly between 0 and 1")
         if self.refine_max_matches < self.min_inliers:
             raise ValueError("refine_max_matches must be at least min_inliers")
+        if self.max_darkening <= 1.0:
+            raise ValueError(f"max_darkening must be > 1, got {self.max_darkening}")
         if not 0.0 <= self.min_explained_fraction <= 1.0:
             raise ValueError(f"min_explained_fraction must lie in [0, 1], got {self.min_explained_fraction}")
         if self.min_inliers < 3 or self.min_hull_fraction < 0 or self.keypoint_bias_sigma_px < 0:
