@@ -143,8 +143,8 @@ def estimate_drift(
                 matches, config, n_query_frames=1, offset=used, calibration_covariance=covariance
             )
         changed = _scene_change(detected, estimate, query, references, reference_bearings, config, used)
-        note, dark = _appearance(query, references[ref_ids[0]], config)
-        if estimate.success and dark:  # another light (night, infrared): not measured against a day reference
+        note, degraded = _appearance(query, references[ref_ids[0]], config)
+        if estimate.success and degraded:  # night, infrared, fog: not measured against a clear day reference
             changed = f"scene changed: {note}; not measured against this reference"
         if changed:  # flagged, never measured
             estimate = DriftEstimate.failure(changed, estimate.n_matches, 1, estimate.inliers)
@@ -249,9 +249,8 @@ def _appearance(
     query: FrameObservation, reference: FrameObservation, config: DriftConfig
 ) -> tuple[str, bool]:
     """How the query's image differs from its reference's: a note ("" without images or when they look
-    alike) and whether it is darker by more than ``config.max_darkening`` (mean grey level). A view with far
-    less contrast (RMS gradient) is noted but not flagged: zooming in lowers it too, and fog that still
-    leaves enough matches is measured."""
+    alike) and whether it is darker (mean grey level) or flatter (RMS gradient, per reference pixel: a
+    zoomed-in view's gradients are spread over more pixels) by more than ``config.max_darkening``."""
     if query.image is None or reference.image is None:
         return "", False
 
@@ -260,12 +259,13 @@ def _appearance(
         return float(image.mean()), float(np.sqrt(np.mean(gx**2 + gy**2)))
 
     (b_q, c_q), (b_r, c_r) = brightness_contrast(query.image), brightness_contrast(reference.image)
-    darker, flatter = b_r / max(b_q, 1e-3), c_r / max(c_q, 1e-3)
+    magnification = max(query.intrinsics.fx / reference.intrinsics.fx, 1.0)
+    darker, flatter = b_r / max(b_q, 1e-3), c_r / max(c_q * magnification, 1e-3)
     if darker > config.max_darkening:
         return f"the view is {darker:.1f}x darker than the reference (night or infrared?)", True
     if flatter > config.max_darkening:
         return (
             f"the view has {flatter:.1f}x less contrast than the reference (fog, glare or a dirty lens?)",
-            False,
+            True,
         )
     return "", False

@@ -105,9 +105,9 @@ class DriftConfig:
     (measured: 97-100 % on unchanged frames with typical nuisances, 41-58 % with 60 % occluded or 50 %
     repainted)."""
     max_darkening: float = 2.0
-    """Largest factor by which a query frame's image may be darker (mean grey level) than its reference's:
-    a darker view (night, infrared light) is flagged as a changed scene; one with that much less contrast is
-    named in a failure's reason (fog, glare)."""
+    """Largest factor by which a query frame's image may be darker (mean grey level) or flatter (RMS gradient
+    per reference pixel) than its reference's; beyond it the view (night, infrared light, heavy fog, glare)
+    is flagged as a changed scene, even where the features still match."""
     max_sigma_deg: float = 0.02
     """Largest standard deviation (degrees) of yaw, pitch or roll that is still reported."""
     keypoint_bias_sigma_px: float = 0.5
