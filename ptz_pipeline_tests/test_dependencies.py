@@ -22,6 +22,7 @@ IMPORT_NAMES = {
     "slack-sdk": "slack_sdk",
     "pyyaml": "yaml",
     "moto": "moto.server",
+    "psycopg2-binary": "psycopg2",
     "pillow": "PIL",
 }
 """Distribution name -> module, where they differ."""
