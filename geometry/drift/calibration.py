@@ -3,10 +3,10 @@ scan.
 
 Every frame's intrinsics derive from one calibration (K and distortion from the chessboard, the zoom table
 scaled by its focal length), so a calibration error is shared by the query and the reference frames. It does
-not cancel: measured on the demo fleet's cameras (``bench/sigma.py``), the chessboard's distortion error
-(k1, k2, k3 fitted on boards that do not reach the image corners) biased the drift by up to 0.01° (mostly
-roll) where the detection noise gave 0.0005°. Two remedies, both given the calibration's covariance
-(:attr:`geometry.intrinsics.ChessboardCalibration.covariance`):
+not cancel: on the demo fleet's cameras (``bench/sigma.py``) the chessboard calibration's error, mostly its
+focal length and distortion (fitted together, on boards that do not reach the image corners), biased the
+drift by 0.002-0.0055° in roll per camera where the true K gives 0.0002°. Two remedies, both given the
+calibration's covariance (:attr:`geometry.intrinsics.ChessboardCalibration.covariance`):
 
 - σ: the bearings' derivatives with respect to the calibration's parameters
   (:func:`with_calibration_dirs`) let the solver add the spread the calibration's covariance causes.
