@@ -392,6 +392,7 @@ class CameraConfig(_Model):
 
     _deployment: str = PrivateAttr(default="")
     _cluster: ClusterAccess | None = PrivateAttr(default=None)
+    _report: Literal["all", "alerts"] = PrivateAttr(default="all")
 
     @field_validator("name")
     @classmethod
@@ -428,6 +429,11 @@ class CameraConfig(_Model):
         return self._cluster
 
     @property
+    def report(self) -> Literal["all", "alerts"]:
+        """The deployment's Slack report setting: ``all`` results or only ``alerts``."""
+        return self._report
+
+    @property
     def query_stops(self) -> list[tuple[float, float, float]]:
         """Active-mode stops: ``ptz_stops``, else the reference grid's stops (no parallax between them)."""
         return [tuple(stop) for stop in self.ptz_stops] or self.reference.stops()
@@ -443,6 +449,9 @@ class Deployment(_Model):
 
     name: str
     cluster: ClusterAccess | None = None
+    report: Literal["all", "alerts"] = "all"
+    """Slack: ``all`` (the seed's behaviour) reports every camera's result each run; ``alerts`` only
+    offsets beyond the threshold and failures."""
     cameras: list[CameraConfig] = Field(min_length=1)
 
     @field_validator("cluster", mode="before")
@@ -461,6 +470,7 @@ class Deployment(_Model):
         for camera in self.cameras:
             camera._deployment = self.name
             camera._cluster = self.cluster
+            camera._report = self.report
         return self
 
 

@@ -338,3 +338,18 @@ def test_cluster_access_and_active_stops_default_to_the_reference_grid() -> None
     assert cam.query_stops == [(0.0, -10.0, 0.0), (45.0, -10.0, 0.0), (90.0, -10.0, 0.0)]
     with pytest.raises(DevicesConfigError, match="telemetry: mqtt needs mqtt_host"):
         load_devices(text.replace(", mqtt_host: 127.0.0.1", ""))
+
+
+def test_report_setting_is_per_deployment_and_defaults_to_all() -> None:
+    text = """
+- name: loud
+  cameras: [{name: cam}]
+- name: quiet
+  report: alerts
+  cameras: [{name: cam}]
+"""
+    fleet = load_devices(text)
+    assert fleet.camera("loud__cam").report == "all"
+    assert fleet.camera("quiet__cam").report == "alerts"
+    with pytest.raises(DevicesConfigError, match="report"):
+        load_devices(text.replace("report: alerts", "report: sometimes"))
