@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
 import cv2
 import numpy as np
 
+MARK_BGR = (120, 120, 120)
+"""Colour of the vertical version-change marks (grey)."""
 COLOURS_BGR = {"yaw": (200, 90, 30), "pitch": (40, 160, 40), "roll": (40, 40, 210)}
 """Line colour per angle (blue, green, red)."""
 
@@ -18,9 +21,11 @@ def drift_plot_png(
     title: str,
     threshold_deg: float | None = None,
     size: tuple[int, int] = (900, 360),
+    marks: Sequence[tuple[datetime, str]] = (),
 ) -> bytes:
     """PNG of yaw/pitch/roll (degrees, ``angles_deg`` (n, 3), NaN for failed hours) with ±σ whiskers over
-    ``hours`` (UTC); dashed lines at ±``threshold_deg``. Axes: time to the right, degrees up."""
+    ``hours`` (UTC); dashed lines at ±``threshold_deg``; a dotted grey vertical line, labelled, at each of
+    ``marks`` (hour, label: e.g. a calibration version change). Axes: time to the right, degrees up."""
     width, height = size
     left, right, top, bottom = 70, 110, 34, 40
     image = np.full((height, width, 3), 255, np.uint8)
@@ -46,6 +51,11 @@ def drift_plot_png(
         for v in (-threshold_deg, threshold_deg):
             for x in range(left, width - right, 12):
                 cv2.line(image, (x, y_of(v)), (min(x + 6, width - right), y_of(v)), (0, 0, 180), 1)
+    for n, (t, label) in enumerate(marks):
+        x = x_of(t)
+        for y in range(top, height - bottom, 8):
+            cv2.line(image, (x, y), (x, min(y + 3, height - bottom)), MARK_BGR, 1)
+        cv2.putText(image, label, (x + 3, top + 12 + 12 * (n % 3)), cv2.FONT_HERSHEY_SIMPLEX, 0.35, MARK_BGR)
     for t in (hours[0], hours[-1]):
         cv2.putText(image, f"{t:%m-%d %H:%M}", (x_of(t) - 30, height - 18), cv2.FONT_HERSHEY_SIMPLEX, 0.4, 0)
     for k, (name, colour) in enumerate(COLOURS_BGR.items()):

@@ -50,6 +50,18 @@ class Correction(BaseModel):
         )
 
 
+def parse_correction_column(text: object) -> Angles | None:
+    """The (yaw, pitch, roll) degrees of a calibration_results row's ``r_align_correction`` text ("yaw +0.4000
+    pitch -0.1000 roll +0.0500", 4 decimals); None for a null / NaN cell. ValueError on any other text."""
+    if not isinstance(text, str):
+        return None
+    words = text.split()
+    if len(words) != 6 or tuple(words[0::2]) != ("yaw", "pitch", "roll"):
+        raise ValueError(f"r_align_correction: expected 'yaw Y pitch P roll R' (degrees), got {text!r}")
+    yaw, pitch, roll = (float(w) for w in words[1::2])
+    return (yaw, pitch, roll)
+
+
 def correction_of(version: versions.Version, reference_version: int) -> Correction | None:
     """The correction of an R_align ``version`` for hours estimated against ``reference_version``: None for a
     survey-based version, or when the correction was measured against another reference scan version."""
