@@ -9,7 +9,9 @@ relative to that R_align, as ``Δ_p⁻¹ · Δ`` (ptz_pipeline.assets.offsets); 
 version, or a reference re-scanned since, which captured the mount where it then was) as Δ itself.
 
 Layout: ``{deployment}/{camera}/r_align/proposal.json`` (the latest proposal, refused ones included: the
-reason is the evidence); an applied proposal is copied into the version folder it made.
+reason is the evidence); an applied proposal is copied into the version folder it made;
+``r_align/proposal_announced.json`` (:class:`Announcement`): the last proposal announced on Slack, so each
+proposal is announced once (:func:`same_proposal`), however often r_align_proposal re-proposes it.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from datetime import UTC, datetime
 import numpy as np
 from pydantic import AwareDatetime, BaseModel, ConfigDict, ValidationError
 
+from geometry.proposal import ProposalConfig
 from geometry.rotations import drift_angles, drift_matrix
 from ptz_pipeline import scans, versions
 
@@ -110,6 +113,89 @@ def finite(value: float) -> float | None:
 def finite_angles(values: tuple[float, float, float]) -> Angles | None:
     """Three angles as floats, or None when any is not finite."""
     return (float(values[0]), float(values[1]), float(values[2])) if all(map(math.isfinite, values)) else None
+
+
+SAME_PROPOSAL_Z = ProposalConfig.consistency_z
+"""Two proposals on the same R_align and reference versions whose Δ̄ differ by at most this many combined σ in
+every angle are the same proposal (announced once)."""
+
+
+class Announcement(BaseModel):
+    """The last proposal announced for one camera (``proposal_announced.json``), when and how it went out."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    announced: AwareDatetime
+    delivery: str
+    """SlackResource's delivery: slack, webhook or log (a failed delivery is not recorded: it is retried)."""
+    proposal: ProposalRecord
+
+
+def same_proposal(a: ProposalRecord, b: ProposalRecord, z: float = SAME_PROPOSAL_Z) -> bool:
+    """Whether two made proposals propose the same correction: same camera, R_align and reference versions,
+    and every angle of Δ̄ within ``z`` combined σ (degrees) of the other's."""
+    if not (a.proposed and b.proposed) or (a.camera, a.r_align_version, a.reference_version) != (
+        b.camera,
+        b.r_align_version,
+        b.reference_version,
+    ):
+        return False
+    if a.delta_deg is None or b.delta_deg is None or a.delta_sigma_deg is None or b.delta_sigma_deg is None:
+        return False
+    return all(
+        abs(da - db) <= z * math.hypot(sa, sb)
+        for da, db, sa, sb in zip(a.delta_deg, b.delta_deg, a.delta_sigma_deg, b.delta_sigma_deg, strict=True)
+    )
+
+
+def apply_instructions(camera_key: str) -> str:
+    """How a person applies a camera's proposal: the asset, its partition and the run config."""
+    return (
+        f"materialize r_align for {camera_key} (e.g. in the calibrate_camera job, r_align only) with run "
+        "config ops: {r_align: {config: {apply_proposal: true}}}"
+    )
+
+
+def proposal_message(record: ProposalRecord) -> str:
+    """The Slack text announcing a made proposal: camera, Δ yaw/pitch/roll ± σ (degrees), the hours of
+    evidence, the versions it corrects and how to apply it."""
+    if not record.proposed or record.delta_deg is None or record.delta_sigma_deg is None:
+        raise ValueError(f"{record.camera}: no proposal to announce ({record.reason})")
+    angles = ", ".join(
+        f"{name} {value:+.4f}° ± {sigma:.4f}°"
+        for name, value, sigma in zip(
+            ("yaw", "pitch", "roll"), record.delta_deg, record.delta_sigma_deg, strict=True
+        )
+    )
+    first, last = min(record.hours_used), max(record.hours_used)
+    spread = "" if record.spread_deg is None else f", largest hour-to-mean angle {record.spread_deg:.4f}°"
+    return "\n".join(
+        [
+            f"\N{TRIANGULAR RULER} R_align proposal for {record.camera}",
+            f"Drift settled at Δ: {angles}",
+            f"Evidence: {len(record.hours_used)} hours from {first.astimezone(UTC):%Y-%m-%dT%H:%MZ} to "
+            f"{last.astimezone(UTC):%Y-%m-%dT%H:%MZ}{spread}; trend {record.trend}",
+            f"Corrects R_align v{record.r_align_version} (reference scan v{record.reference_version})",
+            f"To apply: {apply_instructions(record.camera)}",
+        ]
+    )
+
+
+def announcement_key(deployment: str, camera: str) -> str:
+    """Where the camera's last announced proposal is recorded."""
+    return f"{versions.artefact_prefix(deployment, camera, 'r_align')}/proposal_announced.json"
+
+
+def read_announcement(storage: scans.Storage, deployment: str, camera: str) -> Announcement | None:
+    """The camera's last announced proposal; None when there is none or its record is unreadable (then the
+    next proposal is announced again rather than never)."""
+    key = announcement_key(deployment, camera)
+    if not storage.exists(key):
+        return None
+    try:
+        return Announcement.model_validate_json(storage.get_bytes(key))
+    except ValidationError:
+        return None
 
 
 def proposal_key(deployment: str, camera: str) -> str:

@@ -4,9 +4,14 @@
 Only hours estimated against the camera's CURRENT R_align and reference scan versions count: their offsets
 are reported relative to that R_align (ptz_pipeline.proposals), so a proposal is made on top of it, and
 after one is applied the new version starts with no history (no second proposal for the same step).
+
+A proposal that appears is announced on Slack once (camera, Δ ± σ, hours of evidence, how to apply it):
+the same proposal re-made by later runs (same versions, Δ̄ within ``proposals.SAME_PROPOSAL_Z`` σ) is not
+announced again; a failed delivery is retried by the next run.
 """
 
 from datetime import UTC, datetime, timedelta
+from typing import Literal
 
 import dagster as dg
 import pandas as pd
@@ -23,6 +28,7 @@ from ptz_pipeline.grouped import GroupedOutcome, grouped_asset
 from ptz_pipeline.partitions import CAMERA_DIM, camera_partitions
 from ptz_pipeline.resources.camera import DevicesResource
 from ptz_pipeline.resources.iceberg import IcebergResource
+from ptz_pipeline.resources.slack import Delivery, SlackResource
 from ptz_pipeline.resources.storage import ObjectStorageResource
 from ptz_pipeline.versions import Version
 
@@ -110,6 +116,26 @@ def _propose(
     return record
 
 
+def announce(
+    storage: ObjectStorageResource, slack: SlackResource, cam: CameraConfig, record: proposals.ProposalRecord
+) -> Delivery | Literal["announced before"] | None:
+    """Announce a made proposal on Slack unless the same one was announced before (None: nothing proposed);
+    a delivery that did not fail is recorded in ``proposal_announced.json``."""
+    if not record.proposed:
+        return None
+    previous = proposals.read_announcement(storage, cam.deployment, cam.name)
+    if previous is not None and proposals.same_proposal(previous.proposal, record):
+        return "announced before"
+    delivery = slack.send_message(proposals.proposal_message(record))
+    if delivery != "failed":
+        announcement = proposals.Announcement(announced=record.created, delivery=delivery, proposal=record)
+        storage.put_bytes(
+            proposals.announcement_key(cam.deployment, cam.name),
+            announcement.model_dump_json(indent=2).encode(),
+        )
+    return delivery
+
+
 def _metadata(record: proposals.ProposalRecord, location: str) -> dict[str, object]:
     """The UI's view of a proposal: yes/no, why, Δ̄ ± σ (degrees), the evidence and how to apply it."""
     metadata: dict[str, object] = {
@@ -128,10 +154,7 @@ def _metadata(record: proposals.ProposalRecord, location: str) -> dict[str, obje
         metadata["spread_deg"] = record.spread_deg
     if record.proposed:
         metadata["R_align_proposed"] = dg.MetadataValue.json(record.R_align)
-        metadata["apply"] = (
-            f"materialize r_align for {record.camera} with run config "
-            "ops: {r_align: {config: {apply_proposal: true}}}"
-        )
+        metadata["apply"] = proposals.apply_instructions(record.camera)
     return metadata
 
 
@@ -156,9 +179,11 @@ def r_align_proposal(
     storage: ObjectStorageResource,
     devices: DevicesResource,
     iceberg: IcebergResource,
+    slack: SlackResource,
 ):
     """Per camera: propose (or say why not) a corrected R_align from the hours estimated against the current
-    R_align and reference versions; refreshed after each hour's estimates (sensor drift_after_estimate)."""
+    R_align and reference versions, announcing a new proposal on Slack; refreshed after each hour's estimates
+    (sensor drift_after_estimate)."""
     fleet = devices.fleet()
     now = datetime.now(UTC)
     outcome = GroupedOutcome.empty()
@@ -166,6 +191,7 @@ def r_align_proposal(
         try:
             cam = fleet.camera(key)
             record = _propose(cam, config, storage, iceberg, now, context.run.run_id)
+            slack_delivery = announce(storage, slack, cam, record)
         except Exception as exc:  # one camera's failure never hides the others' proposals
             outcome.failed[key] = f"{type(exc).__name__}: {exc}"
             continue
@@ -173,4 +199,6 @@ def r_align_proposal(
         context.log.info(f"{key}: {verdict}: {record.reason}")
         location = storage.uri(proposals.proposal_key(cam.deployment, cam.name))
         outcome.succeeded[key] = _metadata(record, location)
+        if slack_delivery is not None:
+            outcome.succeeded[key]["slack"] = slack_delivery
     yield from outcome.report(R_ALIGN_PROPOSAL)
