@@ -36,4 +36,5 @@ bench: setup
 	$(PY) -m bench.sigma
 
 ui: setup
-	DAGSTER_HOME=$(CURDIR)/.demo/dagster_home PTZ_DATA_DIR=$(CURDIR)/.demo/data $(VENV)/bin/dagster dev -w workspace.yaml
+	DAGSTER_HOME=$(CURDIR)/.demo/dagster_home PTZ_DATA_DIR=$(CURDIR)/.demo/data PTZ_DEPLOYMENT=local \
+		$(VENV)/bin/dagster dev -w workspace.yaml

@@ -1,15 +1,20 @@
 """`make demo`: the whole pipeline on the embedded simulated fleet, then a table against ground truth.
 
-Keeps a persistent Dagster instance under .demo/dagster_home and data under .demo/data so that `make ui`
-(dagster dev) shows the same runs, partitions, metadata and checks afterwards.
+Keeps a persistent Dagster instance under .demo/dagster_home (the repository's dagster.yaml) and data under
+.demo/data so that `make ui` (dagster dev) shows the same runs, partitions, metadata and checks afterwards:
+the runs are created through the instance with the code location's job snapshots and origin
+(:class:`InstanceRuns`), so the Runs page, the Jobs pages and the Overview timeline list them.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import shutil
+import sys
 import time
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -19,6 +24,10 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 TOLERANCE_DEG = 0.02
 """The demo fails when an estimate misses the simulator's truth by more than this (degrees) on any angle."""
 QUIET = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+CODE_LOCATION = "ptz_pipeline.definitions"
+"""workspace.yaml's code location: a ``python_module`` entry is named after its module."""
+CAPTURE_SENSORS = ("hourly_active_capture", "passive_capture")
+"""Sensors the demo instance starts with stopped: `make ui` shows the demo's history, not live captures."""
 
 
 BEFORE_SURVEY = ("camera_intrinsics", "reference_scan", "reference_features")
@@ -113,6 +122,96 @@ def prepare_dagster_home(path: Path) -> Path:
     return path
 
 
+class InstanceRuns:
+    """Runs created through the Dagster instance as the UI's launchpad creates them (the code location's job
+    snapshot, execution plan and origin, hence the repository label the Runs page, the Jobs pages and the
+    Overview timeline filter by), then executed synchronously in this process by Dagster's run worker code
+    (``execute_run``, the in-process executor of the definitions). The instance's run queue is bypassed: it is
+    drained by the daemon only, which the demo does not run.
+    """
+
+    def __init__(self, instance) -> None:
+        from dagster._core.remote_origin import InProcessCodeLocationOrigin
+        from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
+
+        if CODE_LOCATION in sys.modules:  # its defs read the environment at import: the demo's, not earlier
+            importlib.reload(sys.modules[CODE_LOCATION])
+        self.instance = instance
+        origin = InProcessCodeLocationOrigin(
+            LoadableTargetOrigin(
+                executable_path=sys.executable, module_name=CODE_LOCATION, working_directory=str(REPO_ROOT)
+            ),
+            location_name=CODE_LOCATION,
+        )
+        self.location = origin.create_location(instance)
+        [self.repository] = self.location.get_repositories().values()
+
+    def run(
+        self,
+        job_name: str,
+        run_config: Mapping | None = None,
+        tags: Mapping[str, str] | None = None,
+        partition_key: str | None = None,
+        asset_selection: Iterable | None = None,
+    ):
+        """Create and execute one run of ``job_name`` (optionally one partition, a subset of its assets);
+        the run's JobExecutionResult (``success``, ``run_id``). Failures are recorded, not raised."""
+        from dagster._core.definitions.selector import JobSubsetSelector
+        from dagster._core.execution.api import execute_run
+        from dagster._core.storage.tags import PARTITION_NAME_TAG
+        from dagster._utils.hosted_user_process import recon_job_from_origin
+
+        assets = frozenset(asset_selection) if asset_selection else None
+        selector = JobSubsetSelector(
+            location_name=CODE_LOCATION,
+            repository_name=self.repository.name,
+            job_name=job_name,
+            op_selection=None,
+            asset_selection=assets,
+        )
+        job = self.location.get_job(selector)
+        plan = self.location.get_execution_plan(
+            job, dict(run_config or {}), step_keys_to_execute=None, known_state=None, instance=self.instance
+        ).execution_plan_snapshot
+        partition = {PARTITION_NAME_TAG: partition_key} if partition_key else {}
+        run = self.instance.create_run(
+            job_name=job_name,
+            run_id=None,
+            run_config=dict(run_config or {}),
+            resolved_op_selection=job.resolved_op_selection,
+            step_keys_to_execute=plan.step_keys_to_execute,
+            op_selection=None,
+            status=None,
+            root_run_id=None,
+            parent_run_id=None,
+            tags={**job.tags, **(tags or {}), **partition},
+            job_snapshot=job.job_snapshot,
+            execution_plan_snapshot=plan,
+            parent_job_snapshot=job.parent_job_snapshot,
+            remote_job_origin=job.get_remote_origin(),
+            job_code_origin=job.get_python_origin(),
+            asset_selection=assets,
+            asset_check_selection=None,
+            asset_graph=self.repository.asset_graph,
+        )
+        return execute_run(recon_job_from_origin(run.job_code_origin), run, self.instance)
+
+    def stop_by_default(self, sensor_names: Iterable[str]) -> list[str]:
+        """Store the named sensors as stopped where the instance has no state for them yet (a sensor started
+        or stopped in the UI keeps its state); the names stopped now."""
+        stopped = []
+        for name in sensor_names:
+            sensor = self.repository.get_sensor(name)
+            origin_id = sensor.get_remote_origin_id()
+            if self.instance.get_instigator_state(origin_id, sensor.selector_id) is None:
+                self.instance.stop_sensor(origin_id, sensor.selector_id, sensor)
+                stopped.append(name)
+        return stopped
+
+    def close(self) -> None:
+        self.location.cleanup()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--hours", type=int, default=6, help="hourly partitions to capture and estimate")
@@ -124,10 +223,10 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["DAGSTER_HOME"] = str(prepare_dagster_home(home / "dagster_home"))
     os.environ["PTZ_DATA_DIR"] = str(home / "data")
     os.environ["PTZ_DEVICES"] = args.devices
+    os.environ["PTZ_DEPLOYMENT"] = "local"  # the runs load ptz_pipeline.definitions: its local resource set
 
     import dagster as dg
 
-    from ptz_pipeline.definitions import build_definitions
     from ptz_pipeline.devices import load_devices
     from ptz_pipeline.partitions import (
         camera_hour_range_tags,
@@ -142,7 +241,6 @@ def main(argv: list[str] | None = None) -> int:
 
     t_start = time.perf_counter()
     resources = local_resources()
-    defs = build_definitions(resources)
     instance = dg.DagsterInstance.get()
     fleet = load_devices(args.devices)
     keys = [c.key for c in fleet.cameras()]
@@ -155,9 +253,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"devices.yaml: {len(keys)} cameras in {len(fleet.deployments)} deployments: {', '.join(keys)}")
     failed_runs = []
 
-    def run_job(job_name: str, **kwargs) -> dg.ExecuteInProcessResult:
-        job = defs.resolve_job_def(job_name)
-        result = job.execute_in_process(instance=instance, raise_on_error=False, run_config=QUIET, **kwargs)
+    runs = InstanceRuns(instance)
+    stopped = runs.stop_by_default(CAPTURE_SENSORS)
+    if stopped:
+        print(f"capture sensors stopped in the demo instance (start them in the UI's Automation): {stopped}")
+
+    def run_job(job_name: str, **kwargs):
+        result = runs.run(job_name, run_config=QUIET, **kwargs)
         if not result.success:
             failed_runs.append(result.run_id)
         return result
