@@ -117,19 +117,35 @@ _ZIP_MAGIC = b"PK\x03\x04"
 """An npz archive is a zip file: its first local file header."""
 
 
-def save_calibration(path: str | Path | BinaryIO, intr: Intrinsics, rms: float) -> None:
-    """Write the seed's ``calibration.npz`` (camera_matrix, dist_coeffs, image_size, rms): path or file."""
+def save_calibration(
+    path: str | Path | BinaryIO, intr: Intrinsics, rms: float, covariance: np.ndarray | None = None
+) -> None:
+    """Write the seed's ``calibration.npz`` (camera_matrix, dist_coeffs, image_size, rms): path or file;
+    ``covariance`` (9 x 9, :data:`geometry.intrinsics.CALIBRATION_PARAMETERS`), when finite, as one more
+    array the seed's readers ignore."""
+    extra = {} if covariance is None or not np.all(np.isfinite(covariance)) else {"covariance": covariance}
     np.savez(
         path if hasattr(path, "write") else Path(path),
         camera_matrix=intr.K,
         dist_coeffs=intr.dist[np.newaxis, :8] if np.any(intr.dist[5:]) else intr.dist[np.newaxis, :5],
         image_size=np.array(intr.image_size, dtype=np.int64),
         rms=np.float64(rms),
+        **extra,
     )
 
 
-def load_calibration(path: str | Path | BinaryIO, source: str | None = None) -> tuple[Intrinsics, float]:
-    """Read a seed-compatible ``calibration.npz`` from a path or file; returns (intrinsics, rms in pixels).
+@dataclass(frozen=True)
+class CalibrationFile:
+    """A ``calibration.npz``: intrinsics, RMS (pixels; NaN when absent) and the parameters' covariance
+    (9 x 9; None when the file has none, e.g. the seed's)."""
+
+    intrinsics: Intrinsics
+    rms: float
+    covariance: np.ndarray | None = None
+
+
+def read_calibration(path: str | Path | BinaryIO, source: str | None = None) -> CalibrationFile:
+    """Read a seed-compatible ``calibration.npz`` from a path or file (:class:`CalibrationFile`).
 
     Errors name the file (``source``, e.g. a storage URI, for a file object): FileNotFoundError when it is
     absent, ValueError when it is not an npz archive, is truncated or lacks the seed's arrays.
@@ -155,9 +171,18 @@ def load_calibration(path: str | Path | BinaryIO, source: str | None = None) -> 
                 raise ValueError(f"missing {sorted(missing)} (expected the seed's calibration.npz)")
             size = tuple(int(v) for v in z["image_size"]) if "image_size" in z.files else (0, 0)
             rms = float(z["rms"]) if "rms" in z.files else float("nan")
-            return Intrinsics(z["camera_matrix"], z["dist_coeffs"], size), rms
+            covariance = np.array(z["covariance"], dtype=float) if "covariance" in z.files else None
+            if covariance is not None and covariance.shape != (9, 9):
+                raise ValueError(f"covariance has shape {covariance.shape}, expected (9, 9)")
+            return CalibrationFile(Intrinsics(z["camera_matrix"], z["dist_coeffs"], size), rms, covariance)
     except (ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
         raise ValueError(f"{name}: not a readable calibration .npz ({exc})") from None
+
+
+def load_calibration(path: str | Path | BinaryIO, source: str | None = None) -> tuple[Intrinsics, float]:
+    """(intrinsics, rms in pixels) of a seed-compatible ``calibration.npz`` (:func:`read_calibration`)."""
+    calibration = read_calibration(path, source)
+    return calibration.intrinsics, calibration.rms
 
 
 def _interpolate(zoom: np.ndarray, values: np.ndarray, at: float) -> np.ndarray:

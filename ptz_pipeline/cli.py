@@ -57,7 +57,7 @@ def cmd_intrinsics(args: argparse.Namespace) -> int:
         print(f"  corners {done}/{total}: {name}", file=sys.stderr)
 
     calib = calibrate_chessboard(images, args.pattern, square_size_m=args.square, progress=progress)
-    save_calibration(args.out, calib.intrinsics, calib.rms)
+    save_calibration(args.out, calib.intrinsics, calib.rms, calib.covariance)
     K = calib.intrinsics.K
     print(f"RMS {calib.rms:.4f} px over {len(calib.used_views)} views; fx={K[0, 0]:.2f} fy={K[1, 1]:.2f} "
           f"cx={K[0, 2]:.2f} cy={K[1, 2]:.2f}")  # fmt: skip

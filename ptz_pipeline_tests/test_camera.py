@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from scipy.interpolate import CubicSpline
 
-from geometry.camera import Intrinsics, ZoomModel, load_calibration, save_calibration
+from geometry.camera import Intrinsics, ZoomModel, load_calibration, read_calibration, save_calibration
 
 K = np.array([[812.5, 0.0, 655.25], [0.0, 808.0, 362.75], [0.0, 0.0, 1.0]])
 SIZE = (1280, 720)
@@ -120,6 +120,19 @@ def test_calibration_file_round_trip(tmp_path: Path, dist: np.ndarray) -> None:
     from_buffer, rms_buffer = load_calibration(buffer)
     np.testing.assert_array_equal(from_buffer.K, K)
     assert rms_buffer == 0.5
+
+
+def test_calibration_file_keeps_the_covariance(tmp_path: Path) -> None:
+    intr = Intrinsics(K, DIST_5, SIZE)
+    covariance = np.diag(np.arange(1.0, 10.0))
+    save_calibration(tmp_path / "with.npz", intr, 0.2, covariance)
+    np.testing.assert_array_equal(read_calibration(tmp_path / "with.npz").covariance, covariance)
+    assert load_calibration(tmp_path / "with.npz")[1] == 0.2  # the seed's reader is unchanged
+    save_calibration(tmp_path / "unknown.npz", intr, 0.2, np.full((9, 9), np.nan))  # not estimated: left out
+    assert read_calibration(tmp_path / "unknown.npz").covariance is None
+    np.savez(tmp_path / "bad.npz", camera_matrix=K, dist_coeffs=DIST_5[None], covariance=np.eye(3))
+    with pytest.raises(ValueError, match=r"bad.npz.*covariance has shape \(3, 3\)"):
+        read_calibration(tmp_path / "bad.npz")
 
 
 def test_loads_the_seed_file(tmp_path: Path) -> None:

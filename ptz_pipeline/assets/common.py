@@ -15,8 +15,8 @@ import dagster as dg
 import numpy as np
 
 from geometry.alignment import load_r_align, save_r_align
-from geometry.camera import Intrinsics, ZoomModel, load_calibration, save_calibration
-from geometry.drift import FrameObservation
+from geometry.camera import CalibrationFile, Intrinsics, ZoomModel, read_calibration, save_calibration
+from geometry.drift import CalibrationUncertainty, FrameObservation
 from ptz_pipeline import proposals, scans, versions
 from ptz_pipeline.devices import CameraConfig
 from ptz_pipeline.resources.storage import ObjectStorageResource, in_flight
@@ -72,13 +72,15 @@ def store_intrinsics(
     camera: CameraConfig,
     intrinsics: Intrinsics,
     rms: float,
+    covariance: np.ndarray | None = None,
     **provenance: Any,
 ) -> Version:
-    """Write a new camera_intrinsics version: ``calibration.npz`` (K and distortion at zoom 0, RMS px) and the
-    zoom -> focal table (devices.yaml ``zoom_focal_ratio`` x the calibrated fx, pixels); returns it."""
+    """Write a new camera_intrinsics version: ``calibration.npz`` (K and distortion at zoom 0, RMS px, and the
+    calibration's ``covariance`` when known) and the zoom -> focal table (devices.yaml ``zoom_focal_ratio`` x
+    the calibrated fx, pixels); returns it."""
     new = versions.begin_version(storage, camera.deployment, camera.name, "intrinsics")
     buf = io.BytesIO()
-    save_calibration(buf, intrinsics, rms)
+    save_calibration(buf, intrinsics, rms, covariance)
     storage.put_bytes(scans.calibration_key(camera.deployment, camera.name, new.number), buf.getvalue())
     zoom, ratio = zip(*camera.zoom_focal_ratio, strict=True)
     zoom_model = ZoomModel(tuple(zoom), tuple(intrinsics.fx * r for r in ratio))
@@ -151,14 +153,31 @@ def load_intrinsics(
     """The camera_intrinsics artefacts of ``version`` (default: the current one): intrinsics at zoom 0 and
     the zoom -> focal model. Errors name the file."""
     number = (version or current_version(storage, camera, "intrinsics")).number
-    key = scans.calibration_key(camera.deployment, camera.name, number)
-    with io.BytesIO(storage.get_bytes(key)) as buf:
-        intr, _ = load_calibration(buf, storage.uri(key))
+    intr = _calibration_file(storage, camera, number).intrinsics
     zoom_key = scans.zoom_model_key(camera.deployment, camera.name, number)
     try:
         return intr, ZoomModel.from_dict(storage.get_json(zoom_key))
     except ValueError as exc:
         raise ValueError(f"{storage.uri(zoom_key)}: {exc}") from None
+
+
+def _calibration_file(storage: ObjectStorageResource, camera: CameraConfig, number: int) -> CalibrationFile:
+    """The ``calibration.npz`` of intrinsics version ``number``; errors name the file."""
+    key = scans.calibration_key(camera.deployment, camera.name, number)
+    with io.BytesIO(storage.get_bytes(key)) as buf:
+        return read_calibration(buf, storage.uri(key))
+
+
+def load_calibration_uncertainty(
+    storage: ObjectStorageResource, camera: CameraConfig, version: Version
+) -> CalibrationUncertainty | None:
+    """The intrinsics of ``version`` with their covariance (the chessboard fit's), which the drift estimate
+    corrects with the reference scan and carries into σ; None when the version has no covariance (a seed
+    calibration.npz, an imported one)."""
+    calibration = _calibration_file(storage, camera, version.number)
+    if calibration.covariance is None:
+        return None
+    return CalibrationUncertainty(calibration.intrinsics, calibration.covariance)
 
 
 def read_r_align(storage: ObjectStorageResource, camera: CameraConfig, version: Version) -> np.ndarray:

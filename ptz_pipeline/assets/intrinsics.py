@@ -37,7 +37,8 @@ def camera_intrinsics(
 ) -> dg.MaterializeResult:
     """Intrinsics (K, distortion; pixels) from chessboard photos in ``{camera}/intrinsics/chessboard/``.
 
-    Writes a new version (ptz_pipeline.versions) of the seed's ``calibration.npz`` and the zoom -> focal
+    Writes a new version (ptz_pipeline.versions) of the seed's ``calibration.npz`` (with the fit's covariance,
+    which orientation_offsets carries into σ) and the zoom -> focal
     table (devices.yaml ``zoom_focal_ratio`` x calibrated fx); earlier versions stay for the hours they cover.
     """
     cam = devices.camera(context.partition_key)
@@ -52,7 +53,13 @@ def camera_intrinsics(
     context.log.info(f"{cam.key}: calibrating from {len(images)} chessboard photos")
     calib = calibrate_chessboard(images, pattern=parse_pattern(config.pattern), square_size_m=config.square_m)
     version = store_intrinsics(
-        storage, cam, calib.intrinsics, calib.rms, run_id=context.run.run_id, chessboard_photos=keys
+        storage,
+        cam,
+        calib.intrinsics,
+        calib.rms,
+        calib.covariance,
+        run_id=context.run.run_id,
+        chessboard_photos=keys,
     )
     K = calib.intrinsics.K
     passed = bool(calib.rms < config.max_rms_px)

@@ -14,12 +14,13 @@ from datetime import datetime
 import dagster as dg
 
 from geometry.camera import Intrinsics, ZoomModel
-from geometry.drift import DriftEstimate, FrameObservation, estimate_drift
+from geometry.drift import CalibrationUncertainty, DriftEstimate, FrameObservation, estimate_drift
 from geometry.matching import Matcher
 from geometry.rotations import drift_angles, drift_matrix
 from ptz_pipeline import scans
 from ptz_pipeline.assets.common import (
     CalibrationVersions,
+    load_calibration_uncertainty,
     load_intrinsics,
     load_reference_observations,
     within_deadline,
@@ -45,11 +46,13 @@ OFFSET_CHECK = "offset_within_threshold"
 @dataclass(frozen=True)
 class _Calibration:
     """One (intrinsics, reference scan) version pair, loaded: intrinsics at zoom 0, zoom model, reference
-    frames with features (and grey images for photometric refinement)."""
+    frames with features (and grey images for photometric refinement), and the intrinsics' covariance when
+    the version has one (the chessboard fit's)."""
 
     intrinsics: Intrinsics
     zoom_model: ZoomModel
     references: list[FrameObservation]
+    uncertainty: CalibrationUncertainty | None
 
 
 class _CameraCalibrations:
@@ -73,7 +76,8 @@ class _CameraCalibrations:
                 refs = load_reference_observations(
                     self.storage, self.cam, intr, zoom_model, self.with_images, reference
                 )
-                self._loaded[pair] = _Calibration(intr, zoom_model, refs)
+                uncertainty = load_calibration_uncertainty(self.storage, self.cam, intrinsics)
+                self._loaded[pair] = _Calibration(intr, zoom_model, refs, uncertainty)
             except Exception as exc:  # remembered: every hour using this pair fails with it
                 self._loaded[pair] = exc
         loaded = self._loaded[pair]
@@ -111,7 +115,9 @@ def _estimate_hour(
     calibrations: _CameraCalibrations,
 ) -> ResultRow:
     """One camera-hour's row from its stored query scan and the calibration valid at its hour, the offsets
-    relative to the hour's R_align version (:func:`relative_to_r_align`)."""
+    relative to the hour's R_align version (:func:`relative_to_r_align`). The reference scan models the
+    optical centre's offset from the pan/tilt axes (parallax) and corrects the calibration; σ includes the
+    calibration's remaining uncertainty (geometry.drift.estimate_drift)."""
     pk = str(camera_hour_key(cam.key, hour))
     start = hour_start(hour)
     prefix = scans.query_prefix(cam.deployment, cam.name, start)
@@ -130,7 +136,13 @@ def _estimate_hour(
         with_images=estimation.photometric_refinement,
     )
     with estimation.blas_limit():
-        report = estimate_drift(queries, calibration.references, matcher, estimation.drift_config())
+        report = estimate_drift(
+            queries,
+            calibration.references,
+            matcher,
+            estimation.drift_config(),
+            calibration=calibration.uncertainty,
+        )
     estimate = relative_to_r_align(report.joint, used.r_align_correction_deg)
     positions = [{"pan": f.pan, "tilt": f.tilt, "zoom": f.zoom} for f in manifest.frames]
     return ResultRow.from_estimate(cam, start, pk, run_id, estimate, positions, storage.uri(prefix), used)
