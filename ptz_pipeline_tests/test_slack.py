@@ -10,7 +10,8 @@ import dagster as dg
 import pytest
 
 from ptz_pipeline.resources.slack import SlackResource, format_calibration_report
-from ptz_pipeline.results import within_threshold
+from ptz_pipeline.results import ResultRow, within_threshold
+from ptz_pipeline_tests.test_iceberg import row
 
 if TYPE_CHECKING:
     from ptz_pipeline_tests.servers import SlackServer
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
 pytest_plugins = ["ptz_pipeline_tests.servers"]
 
 HOUR = datetime(2025, 11, 15, 21, tzinfo=UTC)
+CAMERA = "gan-shomron-dell__onvifcam-1"
 SEED_EXAMPLE = (
     "\u2705 Camera Calibration Report\n"
     "Deployment: gan-shomron-dell\n"
@@ -207,3 +209,25 @@ def test_env_var_token_in_a_run_and_outside(
     assert with_token.send_message("direct use, outside a run") == "slack"  # EnvVar resolved here too
     assert deliveries == ["slack", "log"]
     assert [r.headers["Authorization"] for r in slack_server.requests] == [f"Bearer {slack_server.token}"] * 2
+
+
+@pytest.mark.integration
+def test_report_all_sends_every_result_alerts_only_failures_and_breaches(slack_server: SlackServer) -> None:
+    """devices.yaml ``report: all`` (the seed) posts every camera-hour's report, ✅ included; ``alerts`` posts
+    only 🚨 (an offset beyond the threshold, a failure); either way an unchanged report is not re-sent."""
+    slack = SlackResource(access_token=slack_server.token, base_url=slack_server.base_url)
+    ok, breach = ResultRow.parse(row(CAMERA, HOUR, yaw=0.3)), ResultRow.parse(row(CAMERA, HOUR, yaw=0.61))
+    failed = ResultRow.parse(row(CAMERA, HOUR, yaw=None))
+    deliveries = {
+        report: [slack.send_result(r, 0.5, None, report) for r in (ok, breach, failed)]
+        for report in ("all", "alerts")
+    }
+    assert deliveries == {"all": ["slack"] * 3, "alerts": ["not an alert", "slack", "slack"]}
+    emojis = [r.body["text"].split(" ", 1)[0] for r in slack_server.requests]
+    assert emojis == ["\u2705", "\U0001f6a8", "\U0001f6a8", "\U0001f6a8", "\U0001f6a8"]
+    rerun = ok.model_copy(update={"run_id": "run-2"})
+    assert slack.send_result(rerun, 0.5, ok, "all") == "unchanged"
+    assert (
+        slack.send_result(breach.model_copy(update={"run_id": "run-2"}), 0.5, breach, "alerts") == "unchanged"
+    )
+    assert len(slack_server.requests) == 5

@@ -21,9 +21,14 @@ from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 
 from ptz_pipeline.results import DEFAULT_THRESHOLD_DEG, ResultRow, within_threshold
 
-Delivery = Literal["slack", "webhook", "log", "failed", "unchanged"]
+Delivery = Literal["slack", "webhook", "log", "failed", "unchanged", "not an alert"]
 """How a message went out: chat.postMessage, incoming webhook, the log only, a Slack error (logged), or not at
-all because the camera-hour's report is unchanged since it was last sent."""
+all because the camera-hour's report is unchanged since it was last sent, or because it is within the
+threshold and the deployment reports alerts only."""
+
+Report = Literal["all", "alerts"]
+"""A deployment's Slack reports (devices.yaml ``report``): every camera-hour's result (the seed's behaviour),
+or only alerts (failures and offsets beyond the camera's threshold)."""
 
 DEFAULT_CHANNEL = "calibration-monitoring"
 OK_EMOJI = "\N{WHITE HEAVY CHECK MARK}"
@@ -166,18 +171,30 @@ class SlackResource(dg.ConfigurableResource):
         return self.send_message(text)
 
     def send_result(
-        self, row: ResultRow, threshold_deg: float, previous: ResultRow | None = None
+        self,
+        row: ResultRow,
+        threshold_deg: float,
+        previous: ResultRow | None = None,
+        report: Report = "all",
     ) -> Delivery:
-        """The seed's report for one calibration_results row, judged against the camera's threshold.
+        """The seed's report for one calibration_results row, judged against the camera's threshold
+        (degrees), as the deployment's ``report`` setting says: ``all`` sends every result, ``alerts`` only a
+        failure or an offset beyond the threshold ("not an alert" otherwise).
 
         ``previous`` is the row it replaces: when that row's report reads the same (a re-run or backfill of
         an hour already reported), nothing is sent again ("unchanged").
         """
+        log = dg.get_dagster_logger("ptz_pipeline.slack")
+        if report == "alerts" and row.within_threshold(threshold_deg):
+            log.info(
+                "%s: within %s° and the deployment reports alerts only: not sent",
+                row.partition_key,
+                threshold_deg,
+            )
+            return "not an alert"
         text = _row_report(row, threshold_deg)
         if previous is not None and _row_report(previous, threshold_deg) == text:
-            dg.get_dagster_logger("ptz_pipeline.slack").info(
-                "%s: report unchanged since it was sent, not re-sent", row.partition_key
-            )
+            log.info("%s: report unchanged since it was sent, not re-sent", row.partition_key)
             return "unchanged"
         return self.send_message(text)
 
