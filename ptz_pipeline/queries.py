@@ -10,8 +10,11 @@ import functools
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import boto3
 import pandas as pd
 from dagster_aws.athena import AthenaClientResource
+from dagster_aws.athena.resources import AthenaClient
+from pydantic import Field
 from pyiceberg.expressions import (
     AlwaysTrue,
     And,
@@ -100,6 +103,30 @@ def query_calibration_results(
     query = ResultsQuery(deployment, device_id, since, until, success_only)
     frame = iceberg.ensure_table().scan(row_filter=query.row_filter()).to_pandas()
     return frame.sort_values(["timestamp", "deployment", "device_id"], ignore_index=True)
+
+
+class AthenaResource(AthenaClientResource):
+    """dagster-aws's Athena client resource with the region and endpoint it lacks (its client otherwise takes
+    them from boto3's environment only); results land in the workgroup's output location."""
+
+    region_name: str | None = Field(default=None, description="AWS region of Athena (None: boto3's).")
+    endpoint_url: str | None = Field(default=None, description="Athena endpoint (None: AWS's, or boto3's).")
+
+    def get_client(self) -> AthenaClient:
+        """An AthenaClient on a boto3 client in ``region_name`` at ``endpoint_url``."""
+        client = boto3.client(
+            "athena",
+            region_name=self.region_name,
+            endpoint_url=self.endpoint_url,
+            aws_access_key_id=self.aws_access_key_id,
+            aws_secret_access_key=self.aws_secret_access_key,
+        )
+        return AthenaClient(
+            client=client,
+            workgroup=self.workgroup,
+            polling_interval=self.polling_interval,
+            max_polls=self.max_polls,
+        )
 
 
 def run_athena(

@@ -2,9 +2,10 @@
 and the resources built from them, one coherent set per deployment (as dagster's project_fully_featured).
 
 ``PTZ_DEPLOYMENT`` picks the set: ``local`` (the default: a folder for storage, a SQLite Iceberg catalog,
-Slack when configured, else the log) or ``production`` (object storage and pyiceberg's catalog ``ptz`` must
-be configured; nothing silently falls back to a local folder). Secrets reach resources as ``dg.EnvVar`` so
-they never appear in run config, logs or the UI.
+Slack when configured, else the log) or ``production`` (S3 and AWS Glue: the bucket ``PTZ_S3_BUCKET`` in
+``PTZ_AWS_REGION``, the seed's ``--s3-bucket`` / ``--aws-region``, unless PTZ_STORAGE_URL or pyiceberg's own
+catalog ``ptz`` say otherwise; nothing falls back to a local folder). Secrets reach resources as
+``dg.EnvVar`` so they never appear in run config, logs or the UI; AWS credentials come from boto3's chain.
 """
 
 from __future__ import annotations
@@ -14,28 +15,48 @@ from collections.abc import Callable
 from pathlib import Path
 
 import dagster as dg
+from dagster_aws.s3 import S3Resource
 from pyiceberg.utils.config import Config
 
 from ptz_pipeline.datasets import REPO_ROOT
+from ptz_pipeline.queries import AthenaResource
 from ptz_pipeline.resources.camera import DevicesResource, PTZCameraResource
 from ptz_pipeline.resources.estimation import DriftEstimationResource
 from ptz_pipeline.resources.iceberg import CATALOG_NAME, IcebergResource
 from ptz_pipeline.resources.slack import DEFAULT_CHANNEL, SlackResource
 from ptz_pipeline.resources.storage import ObjectStorageResource
 
+DEFAULT_REGION = "us-east-1"
+"""The seed's ``--aws-region`` default."""
+DEFAULT_BUCKET = "camera-calibration-monitoring"
+"""The seed's ``--s3-bucket`` default: scans at ``s3://<bucket>/<deployment>/<camera>/...``."""
+ICEBERG_PREFIX = "iceberg"
+"""Production's Iceberg warehouse: ``s3://<bucket>/iceberg/`` (Glue database ``ptz``: ``ptz.db/...``)."""
+S3_MAX_ATTEMPTS = 3
+"""boto3 attempts per S3 call (standard retry mode) before storage reports the error."""
+
 VARIABLES: dict[str, str] = {
     "PTZ_DEPLOYMENT": "`local` (default) or `production`: the resource set",
     "PTZ_DEVICES": "fleet file (default `devices.yaml`; validated, errors name the field)",
     "PTZ_SECRETS": "JSON file of camera connection details and credentials per `deployment/camera`; secret",
     "PTZ_DATA_DIR": "local storage and SQLite Iceberg catalog (default `.ptz_data`)",
-    "PTZ_STORAGE_URL": "a folder or `s3://bucket/prefix` (`$PTZ_DATA_DIR/storage`; production: required)",
+    "PTZ_STORAGE_URL": "a folder or `s3://bucket/prefix` (default `$PTZ_DATA_DIR/storage`; production: "
+    "`s3://$PTZ_S3_BUCKET`)",
     "PTZ_MODEL_DIR": "DISK / LightGlue weights (default `.model_cache` in the repository)",
     "PTZ_BLAS_THREADS": "BLAS threads during drift estimation (default 1: 1.5x faster on 2 cores)",
     "SLACK_ACCESS_TOKEN": "Slack bot token (chat:write); secret",
     "SLACK_WEBHOOK_URL": "Slack incoming webhook, used without a token; secret",
     "SLACK_CHANNEL": f"channel for the token (default `{DEFAULT_CHANNEL}`)",
-    "AWS_ENDPOINT_URL": "boto3's endpoint for S3-compatible stores (with the usual AWS_* variables)",
-    "PYICEBERG_CATALOG__PTZ__*": f"pyiceberg's catalog `{CATALOG_NAME}` (or `.pyiceberg.yaml`); else SQLite",
+    "PTZ_AWS_REGION": f"AWS region of S3, Glue and Athena (default `{DEFAULT_REGION}`, the seed's "
+    "`--aws-region`)",
+    "PTZ_S3_BUCKET": f"production's bucket (default `{DEFAULT_BUCKET}`): storage `s3://<bucket>`, "
+    f"Iceberg warehouse `s3://<bucket>/{ICEBERG_PREFIX}`",
+    "PTZ_ATHENA_WORKGROUP": "Athena workgroup of `run_athena` (default `primary`); results go to its output "
+    "location",
+    "AWS_ENDPOINT_URL": "endpoint of S3-compatible stores (and Glue), e.g. MinIO; credentials: boto3's chain",
+    "AWS_PROFILE": "named AWS profile (boto3's; else the usual AWS_* variables or the instance's role)",
+    "PYICEBERG_CATALOG__PTZ__*": f"pyiceberg's catalog `{CATALOG_NAME}` (or `.pyiceberg.yaml`); else SQLite "
+    "(production: Glue)",
     "DAGSTER_HOME": "Dagster's instance folder (runs, events, schedules)",
 }
 """Variable -> meaning; the README's configuration table must name each (test_settings.py)."""
@@ -72,13 +93,59 @@ def slack_resource() -> SlackResource:
     )
 
 
-def local_resources(data_dir: str | None = None, devices_path: str | None = None) -> dict[str, object]:
+def aws_region() -> str:
+    """``$PTZ_AWS_REGION``, else the seed's ``us-east-1``."""
+    return _env("PTZ_AWS_REGION", DEFAULT_REGION)
+
+
+def s3_resource() -> S3Resource:
+    """dagster-aws's S3 resource: region, endpoint and profile from the environment, standard retries."""
+    return S3Resource(
+        region_name=aws_region(),
+        endpoint_url=_env("AWS_ENDPOINT_URL"),
+        profile_name=_env("AWS_PROFILE"),
+        max_attempts=S3_MAX_ATTEMPTS,
+    )
+
+
+def glue_catalog_properties(region: str, bucket: str, endpoint_url: str | None = None) -> dict[str, str]:
+    """pyiceberg properties of an AWS Glue catalog in ``region`` with its warehouse in ``bucket``
+    (``endpoint_url``: Glue's and S3's endpoint when not AWS's own)."""
+    properties = {
+        "type": "glue",
+        "glue.region": region,
+        "s3.region": region,
+        "warehouse": f"s3://{bucket}/{ICEBERG_PREFIX}",
+    }
+    if endpoint_url:
+        properties |= {"glue.endpoint": endpoint_url, "s3.endpoint": endpoint_url}
+    return properties
+
+
+def athena_resource() -> AthenaResource:
+    """dagster-aws's Athena client for ``run_athena``: PTZ_ATHENA_WORKGROUP in PTZ_AWS_REGION."""
+    return AthenaResource(
+        workgroup=_env("PTZ_ATHENA_WORKGROUP", "primary"),
+        region_name=aws_region(),
+        endpoint_url=_env("AWS_ENDPOINT_URL"),
+    )
+
+
+def local_resources(
+    data_dir: str | None = None,
+    devices_path: str | None = None,
+    iceberg_properties: dict[str, str] | None = None,
+) -> dict[str, object]:
     """The embedded default: storage in a folder (or PTZ_STORAGE_URL), SQLite Iceberg unless pyiceberg
-    configures catalog ``ptz``, Slack when configured (else the log)."""
+    configures catalog ``ptz`` (or ``iceberg_properties`` are given), Slack when configured (else the log)."""
     data = Path(data_dir or _env("PTZ_DATA_DIR", ".ptz_data"))
     return {
-        "storage": ObjectStorageResource(url=_env("PTZ_STORAGE_URL", str(data / "storage"))),
-        "iceberg": IcebergResource(warehouse_dir=str(data / "iceberg")),
+        "storage": ObjectStorageResource(
+            url=_env("PTZ_STORAGE_URL", str(data / "storage")), s3=s3_resource()
+        ),
+        "iceberg": IcebergResource(
+            warehouse_dir=str(data / "iceberg"), catalog_properties=iceberg_properties or {}
+        ),
         "slack": slack_resource(),
         "devices": DevicesResource(path=devices_path or _env("PTZ_DEVICES", "devices.yaml")),
         "camera": PTZCameraResource(),
@@ -87,13 +154,17 @@ def local_resources(data_dir: str | None = None, devices_path: str | None = None
 
 
 def production_resources() -> dict[str, object]:
-    """Object storage from PTZ_STORAGE_URL and pyiceberg's configured catalog, both required."""
-    missing = [] if _env("PTZ_STORAGE_URL") else ["PTZ_STORAGE_URL (e.g. s3://bucket/prefix)"]
+    """S3 and Glue: storage at PTZ_STORAGE_URL, else ``s3://<PTZ_S3_BUCKET>``; Iceberg in pyiceberg's
+    configured catalog ``ptz``, else AWS Glue in PTZ_AWS_REGION with its warehouse in the bucket."""
+    bucket = _env("PTZ_S3_BUCKET", DEFAULT_BUCKET)
+    glue = None
     if not Config().get_catalog_config(CATALOG_NAME):
-        missing.append(f"pyiceberg catalog '{CATALOG_NAME}' (PYICEBERG_CATALOG__PTZ__TYPE=glue, ...)")
-    if missing:
-        raise ValueError(f"PTZ_DEPLOYMENT=production needs {' and '.join(missing)}")
-    return local_resources()
+        glue = glue_catalog_properties(aws_region(), bucket, _env("AWS_ENDPOINT_URL"))
+    resources = local_resources(iceberg_properties=glue)
+    resources["storage"] = ObjectStorageResource(
+        url=_env("PTZ_STORAGE_URL", f"s3://{bucket}"), s3=s3_resource()
+    )
+    return resources
 
 
 RESOURCES_BY_DEPLOYMENT: dict[str, Callable[[], dict[str, object]]] = {

@@ -1,11 +1,11 @@
-"""IcebergResource: idempotent replace of camera-hour rows, filtered reads, schema, configured catalogs."""
+"""IcebergResource: idempotent replace of camera-hour rows, filtered reads, schema and partition evolution,
+configured catalogs (SQLite, and Glue + S3 on moto's server)."""
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import threading
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -15,21 +15,24 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 from pyiceberg.catalog.sql import SqlCatalog
+from pyiceberg.schema import Schema
+from pyiceberg.table import Table
 
-from ptz_pipeline.resources.iceberg import TABLE_NAME, IcebergResource
-from ptz_pipeline.results import COLUMNS
+from ptz_pipeline.resources.iceberg import CALIBRATION_SCHEMA, TABLE_NAME, IcebergResource
+from ptz_pipeline.results import COLUMNS, ResultRow
+from ptz_pipeline_tests.iceberg_catalogs import isolate_from_pyiceberg_config
+
+pytest_plugins = ["ptz_pipeline_tests.servers", "ptz_pipeline_tests.iceberg_catalogs"]
 
 HOUR = datetime(2026, 11, 23, 1, tzinfo=UTC)
+DAY = (HOUR.date() - date(1970, 1, 1)).days
+"""HOUR's day as Iceberg's day transform writes it (days since 1970-01-01)."""
 
 
 @pytest.fixture(autouse=True)
 def no_configured_catalog(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Keep a developer's ~/.pyiceberg.yaml or PYICEBERG_* environment out of the tests."""
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("PYICEBERG_HOME", raising=False)
-    for name in [n for n in os.environ if n.upper().startswith("PYICEBERG_")]:
-        monkeypatch.delenv(name)
+    isolate_from_pyiceberg_config(monkeypatch, tmp_path)
 
 
 @pytest.fixture
@@ -269,3 +272,89 @@ def test_resource_in_an_asset(tmp_path: Path) -> None:
     resource = IcebergResource(warehouse_dir=str(tmp_path / "wh"))
     assert dg.materialize([results], resources={"iceberg": resource}).success
     assert len(IcebergResource(warehouse_dir=str(tmp_path / "wh")).read_rows()) == 1
+
+
+def data_files(table: Table) -> list[tuple[int, str]]:
+    """(partition spec id, path) of each data file of the table's current snapshot, sorted."""
+    return sorted((task.file.spec_id, task.file.file_path) for task in table.scan().plan_files())
+
+
+def create_old_table(iceberg: IcebergResource, schema: Schema, rows: list[dict[str, Any]]) -> Table:
+    """The table as an older version made it: unpartitioned, ``schema``, ``rows`` appended."""
+    iceberg.catalog.create_namespace_if_not_exists(iceberg.namespace)
+    table = iceberg.catalog.create_table(iceberg.identifier, schema=schema)
+    records = [
+        {k: v for k, v in ResultRow.parse(r).record().items() if k in schema.column_names} for r in rows
+    ]
+    table.append(pa.Table.from_pylist(records, schema=table.schema().as_arrow()))
+    return table
+
+
+def test_new_table_is_partitioned_by_day_and_deployment(iceberg_any: IcebergResource) -> None:
+    cameras = ("site-a__cam-1", "site-a__cam-2", "site-b__cam-1")
+    rows = [row(cam, HOUR + timedelta(hours=h)) for cam in cameras for h in (0, 1, 24)]
+    iceberg_any.replace_rows([r["partition_key"] for r in rows], rows)
+    table = iceberg_any.ensure_table()
+    spec = [
+        (f.name, str(f.transform), table.schema().find_column_name(f.source_id)) for f in table.spec().fields
+    ]
+    assert spec == [("timestamp_day", "day", "timestamp"), ("deployment", "identity", "deployment")]
+    partitions = {(task.file.partition[0], task.file.partition[1]) for task in table.scan().plan_files()}
+    assert partitions == {(DAY, "site-a"), (DAY, "site-b"), (DAY + 1, "site-a"), (DAY + 1, "site-b")}
+    site_b_day = table.scan(row_filter="deployment = 'site-b' and timestamp < '2026-11-24T00:00:00+00:00'")
+    assert [task.file.partition[1] for task in site_b_day.plan_files()] == ["site-b"]  # files pruned
+    assert len(iceberg_any.read_rows()) == 9
+
+
+def test_unpartitioned_table_gets_the_spec_on_open_and_keeps_its_files(iceberg_any: IcebergResource) -> None:
+    """A table an older version made (no partition spec) is evolved on open without rewriting a file; its
+    rows still read, and re-running one of its partitions replaces that row (no duplicate)."""
+    old = [
+        row("site-a__cam-1", HOUR),
+        row("site-a__cam-1", HOUR + timedelta(hours=1)),
+        row("site-b__cam-1", HOUR),
+    ]
+    files_before = data_files(create_old_table(iceberg_any, CALIBRATION_SCHEMA, old))
+    assert [spec_id for spec_id, _ in files_before] == [0]
+    table = iceberg_any.ensure_table()
+    assert [f.name for f in table.spec().fields] == ["timestamp_day", "deployment"]
+    assert table.spec().spec_id == 1
+    assert data_files(table) == files_before  # metadata only: the old file is not rewritten
+    commits = len(table.metadata.metadata_log)
+    assert len(iceberg_any.ensure_table().metadata.metadata_log) == commits  # evolved once
+    assert sorted(iceberg_any.read_rows().partition_key) == sorted(r["partition_key"] for r in old)
+
+    rerun = row("site-a__cam-1", HOUR, yaw=1.5, run_id="run-2")
+    new = row("site-a__cam-1", HOUR + timedelta(hours=2))
+    iceberg_any.replace_rows([rerun["partition_key"], new["partition_key"]], [rerun, new])
+    frame = iceberg_any.read_rows()
+    assert frame.partition_key.is_unique
+    assert sorted(frame.partition_key) == sorted(r["partition_key"] for r in [*old, new])
+    assert frame.set_index("partition_key").loc[rerun["partition_key"], "yaw_offset"] == 1.5
+    assert frame.set_index("partition_key").loc[old[2]["partition_key"], "yaw_offset"] == 0.3
+    assert {spec_id for spec_id, _ in data_files(iceberg_any.ensure_table())} == {
+        1
+    }  # rewritten under the spec
+    iceberg_any.replace_rows([rerun["partition_key"]], [rerun])  # again: still one row per partition
+    assert len(iceberg_any.read_rows()) == 4
+
+
+def test_a_column_added_later_reads_null_in_old_rows(iceberg_any: IcebergResource) -> None:
+    """A table made by a version without the newest column gains it (union_by_name); its old rows read back
+    unchanged, the new column null, and every existing column keeps its field id."""
+    newest = list(ResultRow.model_fields)[-1]
+    older = Schema(*(f for f in CALIBRATION_SCHEMA.fields if f.name != newest))
+    old_rows = [row("site-a__cam-1", HOUR), row("site-b__cam-1", HOUR, yaw=None)]
+    ids_before = {f.name: f.field_id for f in create_old_table(iceberg_any, older, old_rows).schema().fields}
+    new = row("site-a__cam-2", HOUR, **{newest: "yaw +0.1000 pitch +0.0000 roll +0.0000"})
+    iceberg_any.replace_rows([new["partition_key"]], [new])
+    schema = iceberg_any.ensure_table().schema()
+    assert {name: schema.find_field(name).field_id for name in ids_before} == ids_before
+    assert schema.column_names[-1] == newest and not schema.find_field(newest).required
+    frame = iceberg_any.read_rows().set_index("partition_key")
+    for old in old_rows:
+        got = frame.loc[old["partition_key"]]
+        assert pd.isna(got[newest])
+        for name in ("success", "failure_logs", "yaw_offset", "sigma_roll", "inliers", "files_location"):
+            assert got[name] == old[name] or (old[name] is None and pd.isna(got[name])), name
+    assert frame.loc[new["partition_key"], newest] == new[newest]

@@ -7,6 +7,7 @@ import re
 
 import dagster as dg
 import pytest
+from dagster_aws.s3 import S3Resource
 
 from ptz_pipeline import settings
 from ptz_pipeline.definitions import build_definitions
@@ -14,10 +15,12 @@ from ptz_pipeline.resources.slack import SlackResource
 from ptz_pipeline_tests.conftest import REPO_ROOT
 
 
-def test_every_setting_is_in_the_readme_table() -> None:
+def test_the_readme_configuration_table_is_the_settings() -> None:
+    """README's "Configuration" table lists exactly settings.VARIABLES, in order, with the same meanings."""
     readme = (REPO_ROOT / "README.md").read_text()
-    documented = set(re.findall(r"^\| `([A-Z_*]+)` \|", readme, flags=re.MULTILINE))
-    assert set(settings.VARIABLES) <= documented
+    section = readme.split("\n## Configuration", 1)[1].split("\n## ", 1)[0]
+    documented = re.findall(r"^\| `([A-Z0-9_*]+)` \| (.*) \|$", section, flags=re.MULTILINE)
+    assert documented == list(settings.VARIABLES.items())
 
 
 def test_no_module_reads_an_undocumented_variable() -> None:
@@ -45,14 +48,75 @@ def test_local_deployment_reads_the_environment(monkeypatch: pytest.MonkeyPatch,
     build_definitions(resources)  # a coherent set: every asset's resources are there
 
 
-def test_production_deployment_refuses_to_fall_back(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+@pytest.fixture
+def production(monkeypatch: pytest.MonkeyPatch, tmp_path) -> pytest.MonkeyPatch:
+    """PTZ_DEPLOYMENT=production with no storage url, no pyiceberg configuration, no AWS settings."""
     monkeypatch.setenv("HOME", str(tmp_path))  # no developer's ~/.pyiceberg.yaml
     monkeypatch.setenv("PTZ_DEPLOYMENT", "production")
-    monkeypatch.delenv("PTZ_STORAGE_URL", raising=False)
-    for name in [n for n in os.environ if n.startswith("PYICEBERG_")]:
+    for name in [
+        n for n in os.environ if n.startswith(("PYICEBERG_", "PTZ_S3", "PTZ_AWS", "AWS_", "PTZ_ST"))
+    ]:
         monkeypatch.delenv(name)
-    with pytest.raises(ValueError, match="PTZ_STORAGE_URL .* and pyiceberg catalog 'ptz'"):
-        settings.deployment_resources()
-    monkeypatch.setenv("PTZ_DEPLOYMENT", "staging")
+    return monkeypatch
+
+
+def test_production_defaults_are_the_seeds_bucket_and_region_on_glue(production: pytest.MonkeyPatch) -> None:
+    """Nothing set: S3 bucket camera-calibration-monitoring and Glue in us-east-1 (the seed's defaults)."""
+    resources = settings.deployment_resources()
+    storage, iceberg = resources["storage"], resources["iceberg"]
+    assert storage.url == "s3://camera-calibration-monitoring"
+    assert isinstance(storage.s3, S3Resource) and storage.s3.region_name == "us-east-1"
+    assert iceberg.catalog_properties == {
+        "type": "glue",
+        "glue.region": "us-east-1",
+        "s3.region": "us-east-1",
+        "warehouse": "s3://camera-calibration-monitoring/iceberg",
+    }
+    assert settings.athena_resource().workgroup == "primary"
+    assert settings.athena_resource().region_name == "us-east-1"
+
+
+def test_production_region_bucket_endpoint_and_workgroup_are_settable(production: pytest.MonkeyPatch) -> None:
+    production.setenv("PTZ_AWS_REGION", "eu-central-1")
+    production.setenv("PTZ_S3_BUCKET", "fleet-7")
+    production.setenv("PTZ_ATHENA_WORKGROUP", "ptz")
+    production.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9000")
+    production.setenv("AWS_PROFILE", "ptz-prod")
+    resources = settings.deployment_resources()
+    s3 = resources["storage"].s3
+    assert resources["storage"].url == "s3://fleet-7"
+    assert (s3.region_name, s3.endpoint_url, s3.profile_name) == (
+        "eu-central-1",
+        "http://127.0.0.1:9000",
+        "ptz-prod",
+    )
+    assert resources["iceberg"].catalog_properties == {
+        "type": "glue",
+        "glue.region": "eu-central-1",
+        "s3.region": "eu-central-1",
+        "warehouse": "s3://fleet-7/iceberg",
+        "glue.endpoint": "http://127.0.0.1:9000",
+        "s3.endpoint": "http://127.0.0.1:9000",
+    }
+    athena = settings.athena_resource()
+    assert (athena.workgroup, athena.region_name, athena.endpoint_url) == (
+        "ptz",
+        "eu-central-1",
+        "http://127.0.0.1:9000",
+    )
+    production.setenv("PTZ_STORAGE_URL", "s3://other/prefix")
+    assert settings.deployment_resources()["storage"].url == "s3://other/prefix"
+
+
+def test_production_honours_a_configured_pyiceberg_catalog(production: pytest.MonkeyPatch, tmp_path) -> None:
+    production.setenv("PYICEBERG_CATALOG__PTZ__TYPE", "sql")
+    production.setenv("PYICEBERG_CATALOG__PTZ__URI", f"sqlite:///{tmp_path / 'c.db'}")
+    iceberg = settings.deployment_resources()["iceberg"]
+    assert iceberg.catalog_properties == {}
+    assert type(iceberg.catalog).__name__ == "SqlCatalog"
+
+
+def test_unknown_deployment_is_refused(production: pytest.MonkeyPatch) -> None:
+    production.setenv("PTZ_DEPLOYMENT", "staging")
     with pytest.raises(ValueError, match="expected one of local, production"):
         settings.deployment_resources()

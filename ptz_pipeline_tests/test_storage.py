@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import boto3
 import dagster as dg
 import pytest
+from dagster_aws.s3 import S3Resource
 
 from ptz_pipeline.resources.storage import ObjectStorageResource, StorageError
 
@@ -172,3 +173,58 @@ def test_resource_in_an_asset(tmp_path: Path) -> None:
     result = dg.materialize([manifest], resources={"storage": ObjectStorageResource(url=str(tmp_path))})
     assert result.success
     assert (tmp_path / "site-a/cam-1/reference_scan/manifest.json").is_file()
+
+
+def test_dagster_aws_s3_resource_decides_endpoint_region_and_profile(
+    moto_s3: MotoS3, monkeypatch: pytest.MonkeyPatch, unreachable_url: str, tmp_path: Path
+) -> None:
+    """The S3Resource's endpoint and region win over boto3's environment (pointed nowhere here), its profile
+    is used, and a resource pointed nowhere fails as a StorageError naming the operation and the url."""
+    moto_s3.create_bucket("ptz-configured")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", unreachable_url)
+    monkeypatch.delenv("AWS_DEFAULT_REGION")
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name)
+    credentials = tmp_path / "credentials"
+    credentials.write_text("[ptz]\naws_access_key_id = testing\naws_secret_access_key = testing\n")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(credentials))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    s3 = S3Resource(
+        endpoint_url=moto_s3.endpoint_url, region_name="us-east-1", profile_name="ptz", max_attempts=1
+    )
+    storage = ObjectStorageResource(url="s3://ptz-configured/p", s3=s3)
+    storage.put_bytes("a/b.json", b"{}")
+    direct = boto3.client(
+        "s3", endpoint_url=moto_s3.endpoint_url, region_name="us-east-1", aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )  # fmt: skip
+    assert direct.get_object(Bucket="ptz-configured", Key="p/a/b.json")["Body"].read() == b"{}"
+    assert storage.list_keys() == ["a/b.json"]
+
+    nowhere = ObjectStorageResource(
+        url="s3://ptz-configured/p", s3=s3.model_copy(update={"endpoint_url": unreachable_url})
+    )
+    with pytest.raises(StorageError, match=r"get 'a/b\.json' in storage s3://ptz-configured/p failed"):
+        nowhere.get_bytes("a/b.json")
+    no_profile = ObjectStorageResource(
+        url="s3://ptz-configured/p", s3=s3.model_copy(update={"profile_name": "missing"})
+    )
+    with pytest.raises(StorageError, match="missing.*could not be found"):
+        no_profile.exists("a/b.json")
+
+
+def test_storage_with_an_s3_resource_in_an_asset(moto_s3: MotoS3) -> None:
+    """The nested S3Resource is configured and passed through by Dagster inside a materialization."""
+    moto_s3.create_bucket("ptz-asset")
+
+    @dg.asset
+    def manifest(storage: ObjectStorageResource) -> None:
+        storage.put_json("site-a/cam-1/reference_scan/manifest.json", {"frames": []})
+
+    s3 = S3Resource(endpoint_url=moto_s3.endpoint_url, region_name="us-east-1")
+    resource = ObjectStorageResource(url="s3://ptz-asset/camera-calibration-monitoring", s3=s3)
+    assert dg.materialize([manifest], resources={"storage": resource}).success
+    listed = boto3.client("s3").list_objects_v2(Bucket="ptz-asset")["Contents"]
+    assert [o["Key"] for o in listed] == [
+        "camera-calibration-monitoring/site-a/cam-1/reference_scan/manifest.json"
+    ]

@@ -1,8 +1,11 @@
 """Iceberg table ``calibration_results``: one row per camera-hour drift estimate (degrees), idempotent writes.
 
-The catalog is pyiceberg's catalog ``ptz`` when pyiceberg's own configuration defines it (``.pyiceberg.yaml``
-or ``PYICEBERG_CATALOG__PTZ__...``: Glue, REST, SQL in production); otherwise a SQLite SqlCatalog under
-``warehouse_dir``. dagster-iceberg is not used (its IO manager requires pyiceberg < 0.12).
+The catalog is, in this order: the resource's ``catalog_properties`` (production: Glue, from
+ptz_pipeline.settings), pyiceberg's catalog ``ptz`` when pyiceberg's own configuration defines it
+(``.pyiceberg.yaml`` or ``PYICEBERG_CATALOG__PTZ__...``), else a SQLite SqlCatalog under ``warehouse_dir``.
+The table is partitioned by ``day(timestamp)`` and ``deployment``; a table made before (unpartitioned) gets
+that spec on open, its data files untouched (Iceberg reads each file under the spec it was written with).
+dagster-iceberg is not used (its IO manager requires pyiceberg < 0.12).
 """
 
 from __future__ import annotations
@@ -34,8 +37,10 @@ from pyiceberg.expressions import (
     In,
     LessThan,
 )
+from pyiceberg.partitioning import PartitionField, PartitionSpec
 from pyiceberg.schema import Schema
 from pyiceberg.table import Table, TableProperties
+from pyiceberg.transforms import DayTransform, IdentityTransform, Transform
 from pyiceberg.types import (
     BooleanType,
     DoubleType,
@@ -115,6 +120,32 @@ def _schema(required: bool) -> Schema:
 CALIBRATION_SCHEMA = _schema(required=True)
 _OPTIONAL_SCHEMA = _schema(required=False)
 
+PARTITIONING: tuple[tuple[str, Transform[Any, Any], str], ...] = (
+    ("timestamp", DayTransform(), "timestamp_day"),
+    ("deployment", IdentityTransform(), "deployment"),
+)
+"""(source column, transform, partition field name): the table's partition spec, in order. A day's rows of a
+site are one partition: a re-run's replacement and a day's compaction touch only that site-day's files."""
+_PARTITION_FIELD_ID = 1000
+"""Iceberg's first partition field id (partition ids are assigned from 1000 on)."""
+
+
+def _partition_spec(schema: Schema) -> PartitionSpec:
+    """PARTITIONING as the spec of a new table with ``schema``."""
+    return PartitionSpec(
+        *(
+            PartitionField(schema.find_field(source).field_id, _PARTITION_FIELD_ID + i, transform, name)
+            for i, (source, transform, name) in enumerate(PARTITIONING)
+        )
+    )
+
+
+def _missing_partition_fields(table: Table) -> list[tuple[str, Transform[Any, Any], str]]:
+    """The PARTITIONING fields the table's current spec lacks (by source column and transform)."""
+    schema = table.schema()
+    have = {(schema.find_column_name(f.source_id), str(f.transform)) for f in table.spec().fields}
+    return [field for field in PARTITIONING if (field[0], str(field[1])) not in have]
+
 
 def _utc(value: datetime, what: str) -> datetime:
     """A timezone-aware datetime converted to UTC; ValueError for naive or non-datetime values."""
@@ -130,12 +161,20 @@ class IcebergResource(dg.ConfigurableResource):
         default=".ptz_data/iceberg",
         description="SQLite catalog and warehouse folder, used when pyiceberg configures no 'ptz' catalog.",
     )
-    namespace: str = Field(default="ptz", description="Iceberg namespace of the results table.")
+    namespace: str = Field(
+        default="ptz", description="Iceberg namespace of the results table (Glue: the database Athena names)."
+    )
+    catalog_properties: dict[str, str] = Field(
+        default_factory=dict,
+        description="pyiceberg catalog properties (e.g. type=glue, glue.region, warehouse=s3://...); when "
+        "given they win over pyiceberg's own configuration and the SQLite default.",
+    )
 
     @functools.cached_property
     def catalog(self) -> Catalog:
-        """pyiceberg's configured ``ptz`` catalog, else SQLite at ``<warehouse_dir>/catalog.db``."""
-        configured = Config().get_catalog_config(CATALOG_NAME)
+        """``catalog_properties``, else pyiceberg's configured ``ptz`` catalog, else SQLite at
+        ``<warehouse_dir>/catalog.db``."""
+        configured = self.catalog_properties or Config().get_catalog_config(CATALOG_NAME)
         if configured:
             return load_catalog(CATALOG_NAME, **configured)
         warehouse = Path(self.warehouse_dir).expanduser().resolve()
@@ -150,7 +189,8 @@ class IcebergResource(dg.ConfigurableResource):
         return (self.namespace, TABLE_NAME)
 
     def ensure_table(self) -> Table:
-        """Create the namespace and table if missing; add any of our columns an older table lacks.
+        """Create the namespace and table if missing; add any of our columns an older table lacks and evolve
+        an older table's partition spec to PARTITIONING (metadata only: no data file is rewritten).
 
         The table is looked up before it is created: pyiceberg's create_table_if_not_exists writes a new
         metadata file before it finds the table exists, leaving an orphan in the warehouse on every call.
@@ -163,14 +203,31 @@ class IcebergResource(dg.ConfigurableResource):
                 else self.catalog.create_table(
                     self.identifier,
                     schema=CALIBRATION_SCHEMA,
+                    partition_spec=_partition_spec(CALIBRATION_SCHEMA),
                     properties={TableProperties.COMMIT_NUM_RETRIES: str(COMMIT_RETRIES)},
                 )
             )
         except TableAlreadyExistsError:  # another writer created it between the check and the create
             table = self.catalog.load_table(self.identifier)
+        for attempt in range(1, REPLACE_ATTEMPTS + 1):
+            try:
+                return self._evolve(table)
+            except CommitFailedException:  # another writer evolved it first: look again on its metadata
+                if attempt == REPLACE_ATTEMPTS:
+                    raise
+                table = self.catalog.load_table(self.identifier)
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def _evolve(table: Table) -> Table:
+        """Add the columns and partition fields ``table`` lacks (each change one commit, none if current)."""
         if set(ResultRow.model_fields) - set(table.schema().column_names):
             with table.update_schema() as update:
                 update.union_by_name(_OPTIONAL_SCHEMA)  # v1/v2 tables cannot add required columns
+        if missing := _missing_partition_fields(table):
+            with table.update_spec() as spec:
+                for source, transform, name in missing:
+                    spec.add_field(source, transform, name)
         return table
 
     def replace_rows(

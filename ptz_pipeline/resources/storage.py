@@ -1,7 +1,8 @@
 """Object storage for scans and artefacts: a local folder (default) or S3 (``s3://bucket/prefix``), same keys.
 
-Keys are '/'-separated relative keys such as ``site-a/cam-1/reference_scan/manifest.json``. S3 uses boto3's
-standard configuration (``AWS_ENDPOINT_URL``, credentials chain, region), so S3-compatible stores work too.
+Keys are '/'-separated relative keys such as ``site-a/cam-1/reference_scan/manifest.json``. S3 goes through
+dagster-aws's ``S3Resource`` (region, endpoint, profile, retries; ptz_pipeline.settings builds it), over
+boto3's standard configuration (``AWS_ENDPOINT_URL``, credentials chain), so S3-compatible stores work too.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import dagster as dg
+from dagster_aws.s3 import S3Resource
 from pydantic import Field
 
 _TMP_PREFIX = ".ptz-tmp-"
@@ -118,15 +120,10 @@ class _LocalBackend:
 class _S3Backend:
     """Keys are objects ``<prefix>/<key>`` in ``bucket``; a prefix lists the objects under ``<prefix>/``."""
 
-    def __init__(self, bucket: str, base: str) -> None:
-        import boto3
-        from botocore.config import Config
-
+    def __init__(self, bucket: str, base: str, client: Any) -> None:
         self.bucket = bucket
         self.base = base
-        self.client = boto3.client(
-            "s3", config=Config(connect_timeout=5, retries={"mode": "standard", "max_attempts": 3})
-        )
+        self.client = client
 
     def _object_key(self, key: str) -> str:
         return "/".join(part for part in (self.base, key) if part)
@@ -201,6 +198,11 @@ class ObjectStorageResource(dg.ConfigurableResource):
         description="Seconds one camera-hour's estimation may take, storage reads included: an endpoint "
         "that accepts but never answers costs that camera-hour this long, never more.",
     )
+    s3: S3Resource | None = Field(
+        default=None,
+        description="dagster-aws S3 resource for s3:// urls (region, endpoint, profile, retries); None: "
+        "boto3's environment with 3 attempts.",
+    )
 
     @cached_property
     def _backend(self) -> _Backend:
@@ -208,7 +210,8 @@ class ObjectStorageResource(dg.ConfigurableResource):
             bucket, _, base = self.url[len("s3://") :].partition("/")
             if not bucket:
                 raise StorageError(f"storage url {self.url!r} names no bucket")
-            return _S3Backend(bucket, _check_key(base, allow_empty=True))
+            s3 = self.s3 or S3Resource(max_attempts=3)
+            return _S3Backend(bucket, _check_key(base, allow_empty=True), s3.get_client())
         if "://" in self.url:
             raise StorageError(f"storage url {self.url!r}: only local folders and s3:// are supported")
         return _LocalBackend(Path(self.url).expanduser().resolve())
