@@ -8,6 +8,7 @@ import numpy as np
 
 from geometry.alignment import ControlPoints, estimate_r_align, parse_control_points, parse_control_points_csv
 from geometry.camera import Intrinsics, ZoomModel
+from geometry.rotations import drift_angles
 from ptz_pipeline import proposals, scans
 from ptz_pipeline.assets.common import current_version, load_intrinsics, store_r_align, versioned_result
 from ptz_pipeline.assets.intrinsics import camera_intrinsics
@@ -62,6 +63,39 @@ def _at_frame_size(
     return intr.scaled(scale), replace(zoom_model, focal_px=tuple(f * scale for f in zoom_model.focal_px))
 
 
+R_ALIGN_TABLE = dg.TableSchema(
+    columns=[
+        dg.TableColumn("world_axis", "string", description="row: east, north or up (ENU at the camera)"),
+        *(
+            dg.TableColumn(f"mount_{axis}", "float", description=f"column: the mount's {axis} axis")
+            for axis in "xyz"
+        ),
+    ]
+)
+
+
+def r_align_metadata(R_align: np.ndarray) -> dict[str, object]:
+    """R_align (mount -> world ENU) for the UI: the mount's orientation in degrees, rounded to 0.0001° (yaw:
+    the heading of pan 0, clockwise from north, in [0, 360); pitch, roll as geometry.rotations.drift_angles
+    reads R_align), and the matrix as a table (rows E, N, U; columns the mount's x, y, z; 8 decimals)."""
+    yaw, pitch, roll = drift_angles(R_align)
+    rows = [
+        dg.TableRecord(
+            {
+                "world_axis": name,
+                **{f"mount_{a}": round(float(v), 8) for a, v in zip("xyz", row, strict=True)},
+            }
+        )
+        for name, row in zip(("east", "north", "up"), np.asarray(R_align), strict=True)
+    ]
+    return {
+        "mount_yaw_deg": round(yaw % 360.0, 4),
+        "mount_pitch_deg": round(pitch, 4),
+        "mount_roll_deg": round(roll, 4),
+        "R_align": dg.MetadataValue.table(rows, schema=R_ALIGN_TABLE),
+    }
+
+
 class RAlignConfig(dg.Config):
     """Where the new R_align comes from: the survey (default) or the camera's latest proposal."""
 
@@ -114,7 +148,7 @@ def _apply_proposal(
             "correction_pitch_deg": round(correction.pitch_deg, 5),
             "correction_roll_deg": round(correction.roll_deg, 5),
             "proposal_hours": len(record.hours_used),
-            "R_align": dg.MetadataValue.json(np.asarray(record.R_align).round(8).tolist()),
+            **r_align_metadata(np.asarray(record.R_align)),
         },
     )
 
@@ -154,10 +188,10 @@ def r_align(
         version,
         metadata={
             "method": result.method,
-            "rms_deg": float(result.rms_deg),
-            "max_residual_deg": float(max(result.residuals_deg)),
+            "rms_deg": round(float(result.rms_deg), 4),
+            "max_residual_deg": round(float(max(result.residuals_deg)), 4),
             "control_points": len(result.residuals_deg),
             "survey": key.rsplit("/", 1)[-1],
-            "R_align": dg.MetadataValue.json(result.R_align.round(8).tolist()),
+            **r_align_metadata(result.R_align),
         },
     )
