@@ -5,7 +5,7 @@ to a local HTTP imitation over a real socket; storage and Iceberg are real (loca
 """
 
 import io
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -13,12 +13,18 @@ import numpy as np
 import pytest
 import yaml
 
-from geometry.rotations import rotation_angle_deg
+from geometry.rotations import drift_angles, rotation_angle_deg
 from ptz_pipeline.assets.common import load_intrinsics
 from ptz_pipeline.definitions import build_definitions
 from ptz_pipeline.demo import calibrate_simulated
 from ptz_pipeline.devices import load_devices
-from ptz_pipeline.partitions import camera_hour_range_tags, camera_partitions, hour_start, recent_hours
+from ptz_pipeline.partitions import (
+    camera_hour_range_tags,
+    camera_partitions,
+    hour_key,
+    hour_start,
+    recent_hours,
+)
 from ptz_pipeline.resources.slack import SlackResource
 from ptz_pipeline.scans import query_prefix, r_align_key, read_manifest
 from ptz_pipeline.settings import local_resources
@@ -53,9 +59,19 @@ def _camera(name: str, seed: int, mode: str = "active", **backend: object) -> di
     return cam
 
 
-def _write_devices(path: Path, cameras_by_site: dict[str, list[dict]]) -> Path:
-    path.write_text(yaml.safe_dump([{"name": s, "cameras": c} for s, c in cameras_by_site.items()]))
+def _write_devices(
+    path: Path, cameras_by_site: dict[str, list[dict]], reports: dict[str, str] | None = None
+) -> Path:
+    """devices.yaml of ``cameras_by_site``; ``reports``: a site's Slack ``report`` where not all."""
+    sites = [{"name": s, "cameras": c} for s, c in cameras_by_site.items()]
+    path.write_text(
+        yaml.safe_dump([site | {"report": (reports or {}).get(site["name"], "all")} for site in sites])
+    )
     return path
+
+
+REPORTS = {"site-b": "alerts"}
+"""site-a reports every camera-hour on Slack (the seed's default), site-b alerts only."""
 
 
 class Pipeline:
@@ -72,6 +88,7 @@ class Pipeline:
         self.keys = [c.key for c in self.fleet.cameras()]
         self.instance.add_dynamic_partitions(camera_partitions.name, self.keys)
         self.calibrated_at: dict[str, datetime] = {}
+        self.estimate_run_id: str | None = None
 
     def run(self, job: str, **kwargs: object) -> dg.ExecuteInProcessResult:
         return self.defs.resolve_job_def(job).execute_in_process(
@@ -95,6 +112,7 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory, slack_module_server) -> P
     devices = _write_devices(
         tmp / "devices.yaml",
         {"site-a": [_camera("cam-1", 1)], "site-b": [_camera("cam-2", 2, mode="passive")]},
+        REPORTS,
     )
     slack = SlackResource(access_token=slack_module_server.token, base_url=slack_module_server.base_url)
     p = Pipeline(tmp, devices, slack)
@@ -102,7 +120,9 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory, slack_module_server) -> P
         assert calibrate_simulated(p.run, p.resources["storage"], cam)
         p.calibrated_at[cam.key] = datetime.now(UTC)
     assert p.run_range("capture_queries", HOURS).success
-    assert p.run_range("estimate_offsets", HOURS).success
+    estimated = p.run_range("estimate_offsets", HOURS)
+    assert estimated.success
+    p.estimate_run_id = estimated.run_id
     return p
 
 
@@ -118,6 +138,26 @@ def test_calibration_recovers_the_simulated_cameras(pipeline: Pipeline) -> None:
         R_align = np.load(io.BytesIO(storage.get_bytes(r_align_key(cam.deployment, cam.name, version))))
         # the mount when the camera's calibration ended (it moves < 0.015° a minute; a loaded machine is slow)
         assert rotation_angle_deg(R_align, spec.R_WB(pipeline.calibrated_at[cam.key])) < 0.05
+
+
+def test_r_align_metadata_reads_as_angles_and_a_table(pipeline: Pipeline) -> None:
+    """r_align's materialisation shows the mount's yaw/pitch/roll in degrees (the simulator's mount when the
+    calibration ended) and R_align as a table of rows east/north/up, not a JSON blob."""
+    for cam in pipeline.fleet.cameras():
+        [record] = pipeline.instance.fetch_materializations(
+            dg.AssetRecordsFilter(dg.AssetKey("r_align"), asset_partitions=[cam.key]), limit=1
+        ).records
+        meta = record.asset_materialization.metadata
+        yaw, pitch, roll = drift_angles(cam.backend.R_WB(pipeline.calibrated_at[cam.key]))
+        assert abs((meta["mount_yaw_deg"].value - yaw + 180) % 360 - 180) < 0.05
+        assert abs(meta["mount_pitch_deg"].value - pitch) < 0.05
+        assert abs(meta["mount_roll_deg"].value - roll) < 0.05
+        assert meta["rms_deg"].value == round(meta["rms_deg"].value, 4)
+        table = meta["R_align"]
+        assert isinstance(table, dg.TableMetadataValue)
+        assert [r.data["world_axis"] for r in table.records] == ["east", "north", "up"]
+        matrix = np.array([[r.data[f"mount_{a}"] for a in "xyz"] for r in table.records])
+        assert rotation_angle_deg(matrix, cam.backend.R_WB(pipeline.calibrated_at[cam.key])) < 0.05
 
 
 def test_offsets_match_ground_truth(pipeline: Pipeline) -> None:
@@ -160,6 +200,7 @@ def test_rerun_replaces_rows_and_backfill_never_recaptures(pipeline: Pipeline, t
             "site-a": [_camera("cam-1", 1, fail="unreachable")],
             "site-b": [_camera("cam-2", 2, "passive", fail="unreachable")],
         },
+        REPORTS,
     )
     p2 = pipeline.with_devices(broken)
     assert p2.run_range("capture_queries", HOURS).success
@@ -194,6 +235,61 @@ def test_check_over_threshold_sends_the_seed_report(pipeline: Pipeline, slack_mo
         assert any(f"Device: {device}" in t and f"Timestamp: {stamp}" in t and "🚨" in t for t in posted), pk
 
 
+def _check_evaluations(instance: dg.DagsterInstance, run_id: str) -> dict[str, dg.AssetCheckEvaluation]:
+    """camera|hour -> the run's offset_within_threshold evaluation of it."""
+    return {
+        event.dagster_event.event_specific_data.partition: event.dagster_event.event_specific_data
+        for event in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)
+    }
+
+
+def _seed_reports(slack_server, device: str, hour: str) -> list[str]:
+    """The seed reports posted for one device's hour."""
+    stamp = hour_start(hour).strftime("%Y-%m-%dT%H:%M:%SZ")
+    posted = [r.body["text"] for r in slack_server.requests if r.path == "/api/chat.postMessage"]
+    return [t for t in posted if f"\nDevice: {device}\n" in t and f"\nTimestamp: {stamp}\n" in t]
+
+
+def test_checks_are_yielded_with_their_reason_and_linked(pipeline: Pipeline) -> None:
+    """The estimate run's event log holds each camera-hour's offset_within_threshold evaluation, the reason in
+    words (the angles beyond the 0.5° threshold, or the largest within it), the offsets rounded in degrees,
+    linked to the hour's materialisation of that run; no "did not yield or return expected outputs"."""
+    run_id = pipeline.estimate_run_id
+    messages = [event.message or "" for event in pipeline.instance.all_logs(run_id)]
+    assert not [m for m in messages if "did not yield" in m]
+    evaluations = _check_evaluations(pipeline.instance, run_id)
+    rows = pipeline.rows().set_index("partition_key")
+    assert set(evaluations) == set(rows.index)
+    for pk, e in evaluations.items():
+        offsets = {a: rows.loc[pk, f"{a}_offset"] for a in ("yaw", "pitch", "roll")}
+        beyond = [a for a, v in offsets.items() if abs(v) > 0.5]
+        assert e.passed == (not beyond), (pk, e.description)
+        if beyond:
+            assert e.description.endswith("beyond the 0.5° threshold"), e.description
+            assert all(e.description.count(f"{a} ") == 1 for a in beyond), e.description
+        else:
+            assert e.description.startswith("within the 0.5° threshold (largest: "), e.description
+        for a, v in offsets.items():
+            assert e.metadata[f"{a}_deg"].value == round(v, 4)
+        assert e.metadata["threshold_deg"].value == 0.5
+        assert e.target_materialization_data.run_id == run_id
+
+
+def test_slack_reports_follow_each_deployments_report_setting(
+    pipeline: Pipeline, slack_module_server
+) -> None:
+    """site-a (report: all) posted every camera-hour's seed report once, ✅ or 🚨, a re-run adding none;
+    site-b (report: alerts) exactly its hours beyond the threshold."""
+    assert pipeline.run_range("estimate_offsets", HOURS[:1]).success  # unchanged reports: nothing re-sent
+    for pk, row in pipeline.rows().set_index("partition_key").iterrows():
+        sent = _seed_reports(slack_module_server, row["device_id"], pk.split("|")[1])
+        over = max(abs(row["yaw_offset"]), abs(row["pitch_offset"]), abs(row["roll_offset"])) > 0.5
+        if row["deployment"] == "site-a":
+            assert [t[0] for t in sent] == ["🚨" if over else "✅"], (pk, sent)
+        else:
+            assert [t[0] for t in sent] == (["🚨"] if over else []), (pk, sent)
+
+
 def test_daily_report_exports_the_days_rows(pipeline: Pipeline) -> None:
     import pandas as pd
 
@@ -221,3 +317,25 @@ def test_sigma_covers_the_error_against_ground_truth(pipeline: Pipeline) -> None
             assert ratios[-1] < 5, (row["partition_key"], angle, ratios[-1])
     assert len(ratios) == 3 * len(pipeline.keys) * len(HOURS)
     assert 0.3 < float(np.median(ratios)) < 2.0, sorted(ratios)
+
+
+def test_a_failed_camera_hour_fails_its_check_with_the_reason(
+    pipeline: Pipeline, slack_module_server
+) -> None:
+    """An hour never captured: each camera's estimate fails, its check fails (ERROR) saying why, and both
+    deployments post the 🚨 failure report (a failure is an alert). Last in this module: it adds failure rows.
+    """
+    hour = hour_key(hour_start(HOURS[0]) - timedelta(hours=2))
+    result = pipeline.run_range("estimate_offsets", [hour])
+    assert not result.success
+    evaluations = _check_evaluations(pipeline.instance, result.run_id)
+    assert set(evaluations) == {f"{key}|{hour}" for key in pipeline.keys}
+    for cam in pipeline.fleet.cameras():
+        e = evaluations[f"{cam.key}|{hour}"]
+        assert not e.passed and e.severity == dg.AssetCheckSeverity.ERROR
+        assert e.description.startswith(f"no estimate: {cam.key} hour {hour}: no query scan at "), (
+            e.description
+        )
+        assert e.target_materialization_data is None
+        [report] = _seed_reports(slack_module_server, cam.name, hour)
+        assert report.startswith("🚨") and "\nSuccess: No\n" in report

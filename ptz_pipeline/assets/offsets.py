@@ -5,6 +5,12 @@ hour (ptz_pipeline.versions) within the storage resource's ``camera_hour_deadlin
 file, calibration that fails to load, a storage endpoint that never answers) becomes that camera-hour's
 failure row, naming the camera, the hour and the file, and the other camera-hours go on. A failed re-estimate
 never replaces a successful row, and an hour's Slack report is sent again only when it changed.
+
+Slack, per deployment (devices.yaml ``report``): ``all`` sends every camera-hour's seed report (the seed's
+behaviour), ``alerts`` only failures and offsets beyond the camera's threshold. The check
+``offset_within_threshold`` is evaluated for every camera-hour, its reason in words: a failed estimate fails
+it (ERROR severity) with the failure's reason, because an hour without an estimate is not an hour within the
+threshold (the seed's report says 🚨 for it too) and the check page then says why the hour has no number.
 """
 
 import time
@@ -30,7 +36,7 @@ from ptz_pipeline.assets.query import QUERY_SCAN
 from ptz_pipeline.assets.r_align import r_align
 from ptz_pipeline.assets.reference import reference_features
 from ptz_pipeline.devices import CameraConfig, camera_key
-from ptz_pipeline.grouped import GroupedOutcome, grouped_hourly_asset, keys_by_camera
+from ptz_pipeline.grouped import GroupedOutcome, PartitionCheck, grouped_hourly_asset, keys_by_camera
 from ptz_pipeline.partitions import camera_hour_key, camera_hour_partitions, hour_start
 from ptz_pipeline.resources.camera import DevicesResource
 from ptz_pipeline.resources.estimation import DriftEstimationResource
@@ -192,6 +198,41 @@ def _camera_rows(
     return rows
 
 
+ANGLES = ("yaw", "pitch", "roll")
+
+
+def _signed_degrees(value: float) -> str:
+    """``+0.61°`` style: signed, at most 3 decimals, trailing zeros dropped."""
+    return f"{value:+.3f}".rstrip("0").rstrip(".") + "°"
+
+
+def offset_check(row: ResultRow, threshold_deg: float) -> PartitionCheck:
+    """``offset_within_threshold`` for one camera-hour's row: passed when every |offset| <= ``threshold_deg``
+    (degrees); the reason in words (the angles beyond it, or the largest within it), the offsets and σ in
+    degrees rounded to 0.0001°. A failed estimate fails the check (ERROR) with the row's failure reason."""
+    if not row.success:
+        reason = f"no estimate: {row.failure_logs or 'estimate failed'}"
+        meta = {"threshold_deg": threshold_deg}
+        return PartitionCheck(
+            OFFSET_CHECK, row.partition_key, False, reason, meta, dg.AssetCheckSeverity.ERROR
+        )
+    offsets = dict(zip(ANGLES, (row.yaw_offset, row.pitch_offset, row.roll_offset), strict=True))
+    sigmas = dict(zip(ANGLES, (row.sigma_yaw, row.sigma_pitch, row.sigma_roll), strict=True))
+    beyond = [a for a in ANGLES if abs(offsets[a]) > threshold_deg]
+    if beyond:
+        listed = ", ".join(f"{a} {_signed_degrees(offsets[a])}" for a in beyond)
+        reason = f"{listed} beyond the {threshold_deg:g}° threshold"
+    else:
+        top = max(ANGLES, key=lambda a: abs(offsets[a]))
+        reason = f"within the {threshold_deg:g}° threshold (largest: {top} {_signed_degrees(offsets[top])})"
+    metadata = {
+        **{f"{a}_deg": round(offsets[a], 4) for a in ANGLES},
+        **{f"sigma_{a}_deg": round(sigmas[a], 4) for a in ANGLES if sigmas[a] is not None},
+        "threshold_deg": threshold_deg,
+    }
+    return PartitionCheck(OFFSET_CHECK, row.partition_key, not beyond, reason, metadata)
+
+
 @grouped_hourly_asset(
     ORIENTATION_OFFSETS,
     [QUERY_SCAN, reference_features, camera_intrinsics, r_align],
@@ -219,8 +260,9 @@ def orientation_offsets(
 
     The run's rows replace earlier rows of the same partitions in one Iceberg transaction, except that a
     failed estimate never replaces a successful row: the good row stays, and the partition's metadata says
-    the new attempt failed. A failed camera-hour gets a success=false row, an alert and a FAILED partition;
-    the others go on. Alerts for an hour already reported go out again only when the report changed.
+    the new attempt failed. A failed camera-hour gets a success=false row, an alert, a failed check and a
+    FAILED partition; the others go on. Each camera-hour's Slack report goes out as its deployment's
+    ``report`` says (all, or alerts only), and for an hour already reported only when the report changed.
     """
     fleet = devices.fleet()
     matcher = estimation.matcher()
@@ -251,23 +293,14 @@ def orientation_offsets(
                 "kept_previous_row": True,
                 "failed_attempt": row.failure_logs,
             }
+            check = offset_check(old, cam.offset_threshold_deg)
+            note = f"; the re-estimate failed ({row.failure_logs}), the row of run {old.run_id} is kept"
+            outcome.checks.append(replace(check, description=check.description + note))
             continue
-        if not row.success:
+        if row.success:
+            outcome.succeeded[row.partition_key] = row.metadata()
+        else:
             outcome.failed[row.partition_key] = row.failure_logs or "estimate failed"
-            slack.send_result(row, cam.offset_threshold_deg, old)
-            continue
-        outcome.succeeded[row.partition_key] = row.metadata()
-        passed = row.within_threshold(cam.offset_threshold_deg)
-        context.log_event(
-            dg.AssetCheckEvaluation(
-                asset_key=ORIENTATION_OFFSETS,
-                check_name=OFFSET_CHECK,
-                passed=passed,
-                partition=row.partition_key,
-                severity=dg.AssetCheckSeverity.WARN,
-                metadata={**row.metadata(), "threshold_deg": cam.offset_threshold_deg},
-            )
-        )
-        if not passed:
-            slack.send_result(row, cam.offset_threshold_deg, old)
-    yield from outcome.report(ORIENTATION_OFFSETS)
+        outcome.checks.append(offset_check(row, cam.offset_threshold_deg))
+        slack.send_result(row, cam.offset_threshold_deg, old, cam.report)
+    yield from outcome.report(ORIENTATION_OFFSETS, context)
