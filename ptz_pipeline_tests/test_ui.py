@@ -44,6 +44,10 @@ FLEET = """
 """
 
 
+LOCATION = "__repository__@ptz_pipeline.definitions"
+"""workspace.yaml's repository and code location as the UI's addresses name them."""
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -51,8 +55,9 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def webserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The demo (3 hours; site-b's camera unreachable) on a fresh instance, served on a free loopback port."""
+def demo_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo (3 hours; site-b's camera unreachable) on a fresh instance: the folder of devices.yaml and the
+    demo's instance and data."""
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} not installed (Debian package chromium; .ci/run installs it)")
     tmp = tmp_path_factory.mktemp("ui")
@@ -60,6 +65,13 @@ def webserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     demo = [sys.executable, "-m", "ptz_pipeline.demo", "--hours", "3", "--home", str(tmp / "demo")]
     done = subprocess.run([*demo, "--devices", str(tmp / "devices.yaml")], cwd=REPO_ROOT, capture_output=True)
     assert done.returncode == 1, done.stdout.decode()[-2000:]  # the unreachable camera's hours fail
+    return tmp
+
+
+@pytest.fixture(scope="module")
+def webserver(demo_home: Path) -> Iterator[str]:
+    """dagster-webserver over the demo's instance on a free loopback port."""
+    tmp = demo_home
     port = _free_port()
     env = {
         **os.environ,
@@ -130,9 +142,34 @@ def test_partitions_show_estimated_and_failed_camera_hours(page) -> None:
     assert "site-a__cam-1" in text and "site-b__cam-2" in text
 
 
-def test_the_offset_check_shows_a_failure(page) -> None:
+def test_the_offset_check_shows_a_failure_and_its_reason(page) -> None:
     text = page("/assets/orientation_offsets?view=checks", "orientation_offsets_checks")
     assert "offset_within_threshold" in text and "Failed" in text
+    assert "Execution failed" not in text and "did not yield" not in text
+    detail = page(
+        "/assets/orientation_offsets?view=checks&checkDetail=offset_within_threshold", "offset_check_detail"
+    )
+    # the latest evaluation's reason in words: a site-b hour has no estimate (unreachable), a site-a hour is
+    # beyond or within cam-1's 0.3° (the check's own description says "offset_threshold_deg (0.5° default)")
+    reasons = ("no estimate: site-b__cam-2 hour", "beyond the 0.3° threshold", "within the 0.3° threshold (")
+    assert any(reason in detail for reason in reasons), detail[-3000:]
+    assert "Target materialization" in detail and "Partition" in detail
+
+
+def _runs(demo_home: Path, job: str) -> list:
+    """The demo instance's runs of ``job``."""
+    import dagster as dg
+
+    with dg.DagsterInstance.from_config(str(demo_home / "demo" / "dagster_home")) as instance:
+        return instance.get_runs(dg.RunsFilter(job_name=job))
+
+
+def test_the_demos_runs_are_on_their_job_page(page, demo_home: Path) -> None:
+    """Runs created through the instance (the code location's origin) are listed on their job's page."""
+    [run] = _runs(demo_home, "estimate_offsets")
+    text = page(f"/locations/{LOCATION}/jobs/estimate_offsets/runs", "estimate_offsets_runs")
+    assert run.run_id[:8] in text, text[-2000:]
+    page("/overview/timeline", "timeline")  # a screenshot for the reader: the demo's runs per job
 
 
 def test_one_cameras_drift_series_is_readable(page) -> None:
