@@ -130,6 +130,9 @@ class ReferenceGrid(_Model):
     tilt_min: float = Field(-20.0, ge=-90.0, le=90.0)
     tilt_max: float = Field(-5.0, ge=-90.0, le=90.0)
     zoom: float = Field(0.0, ge=0.0, le=1.0)
+    zoom_levels: list[float] = Field(default_factory=list)
+    """Extra zoom levels (ONVIF 0..1, increasing, above ``zoom``) scanned after the grid for the
+    self-calibrated zoom curve (``intrinsics: self``): 2 x 2 overlapping stops each (:meth:`zoom_stops`)."""
 
     @model_validator(mode="after")
     def _check_ranges(self) -> ReferenceGrid:
@@ -137,7 +140,31 @@ class ReferenceGrid(_Model):
             raise ValueError(f"pan_min ({self.pan_min}) must not exceed pan_max ({self.pan_max})")
         if self.tilt_min > self.tilt_max:
             raise ValueError(f"tilt_min ({self.tilt_min}) must not exceed tilt_max ({self.tilt_max})")
+        levels = [self.zoom, *self.zoom_levels]
+        if any(b <= a for a, b in zip(levels, levels[1:], strict=False)) or any(z > 1.0 for z in levels):
+            raise ValueError(
+                f"zoom_levels must increase from above zoom ({self.zoom}) to at most 1, got "
+                f"{self.zoom_levels}"
+            )
         return self
+
+    def zoom_stops(self, focal_ratio: ZoomModel) -> list[tuple[float, float, float]]:
+        """Stops (pan deg, tilt deg, zoom) of the extra zoom levels: per level 2 x 2 stops around the grid
+        stop nearest the grid's centre, ``s = spacing / 4 / ratio`` degrees from it in pan and tilt, where
+        ``spacing`` is the grid's pan step (its tilt step with one pan stop, else 10°; overlapping grids have
+        steps under the field of view) and ``ratio`` the nominal focal ratio of the level over ``zoom``
+        (devices.yaml ``zoom_focal_ratio``): frames of one level overlap each other and lie inside the
+        grid's centre frame."""
+        pans = np.linspace(self.pan_min, self.pan_max, self.horizontal_stops)
+        tilts = np.linspace(self.tilt_min, self.tilt_max, self.vertical_stops)
+        steps = [float(np.diff(v)[0]) for v in (pans, tilts) if len(v) > 1 and np.diff(v)[0] > 0]
+        spacing = steps[0] if steps else 10.0
+        pan_c, tilt_c = float(pans[len(pans) // 2]), float(tilts[len(tilts) // 2])
+        stops = []
+        for zoom in self.zoom_levels:
+            s = spacing / 4.0 / (focal_ratio.focal(zoom) / focal_ratio.focal(self.zoom))
+            stops += [(pan_c + dp * s, tilt_c + dt * s, zoom) for dt in (-1, 1) for dp in (-1, 1)]
+        return stops
 
     def stops(self) -> list[tuple[float, float, float]]:
         """Grid stops (pan deg, tilt deg, zoom), tilt row by tilt row, pan increasing within a row."""
@@ -167,6 +194,12 @@ class SimulatedBackend(_Model):
     """OpenCV distortion coefficients (k1, k2, p1, p2[, k3...])."""
     zoom_max_ratio: float = Field(3.0, ge=1.0)
     """Focal length at zoom 1 over focal length at zoom 0."""
+    zoom_curve: Literal["linear", "exponential"] = "linear"
+    """How the focal length grows with zoom: ``linear`` f0 (1 + (ratio - 1) zoom), or ``exponential``
+    f0 ratio^zoom (non-linear in zoom, as many zoom lenses)."""
+    dist_at_max_zoom: tuple[float, ...] | None = None
+    """Distortion coefficients at zoom 1 (as ``dist``), varying linearly with zoom from ``dist`` at zoom 0;
+    None: ``dist`` at every zoom."""
     mount_ypr_deg: tuple[float, float, float] = (25.0, 1.5, -0.8)
     drift_offset_deg: tuple[float, float, float] = (0.0, 0.0, 0.0)
     drift_amplitude_deg: tuple[float, float, float] = (0.5, 0.2, 0.1)
@@ -204,9 +237,17 @@ class SimulatedBackend(_Model):
 
     @property
     def zoom_model(self) -> ZoomModel:
-        """True zoom -> focal model: focal length grows linearly from f(0) to zoom_max_ratio * f(0)."""
+        """True zoom -> focal model: from f(0) to zoom_max_ratio * f(0), linearly or exponentially in zoom
+        (``zoom_curve``; two samples, straight in f or in log f), with the distortion per zoom when
+        ``dist_at_max_zoom`` is set."""
         f0 = self.intrinsics.fx
-        return ZoomModel((0.0, 1.0), (f0, f0 * self.zoom_max_ratio))
+        dist = None
+        if self.dist_at_max_zoom is not None:
+            n = max(len(self.dist), len(self.dist_at_max_zoom), 5)
+            dist = tuple(tuple(d) + (0.0,) * (n - len(d)) for d in (self.dist, self.dist_at_max_zoom))
+        return ZoomModel(
+            (0.0, 1.0), (f0, f0 * self.zoom_max_ratio), dist, log_focal=self.zoom_curve == "exponential"
+        )
 
     @property
     def R_mount(self) -> np.ndarray:
@@ -386,7 +427,12 @@ class CameraConfig(_Model):
     """|yaw|, |pitch| or |roll| above this (degrees) alerts."""
     reference: ReferenceGrid = Field(default_factory=ReferenceGrid)
     zoom_focal_ratio: list[tuple[float, float]] = Field(default_factory=lambda: [(0.0, 1.0)])
-    """(zoom 0..1, focal length / calibrated focal length) samples: the zoom -> focal table."""
+    """(zoom 0..1, focal length / calibrated focal length) samples: the zoom -> focal table (with
+    ``intrinsics: self`` and ``reference.zoom_levels`` only the nominal curve that places the zoom stops)."""
+    intrinsics: Literal["chessboard", "self"] = "chessboard"
+    """How camera_intrinsics calibrates: ``chessboard`` photos, or ``self``-calibration from the reference
+    scan (a rotating camera with telemetry; geometry.selfcal), then with ``reference.zoom_levels`` the
+    zoom -> focal curve too."""
     backend: Backend | None = None
     """None: the camera's connection details come from the PTZ_SECRETS file (the seed's minimal file)."""
 
@@ -411,7 +457,22 @@ class CameraConfig(_Model):
             raise ValueError(
                 f"timeout ({self.timeout} s) must be at least stabilize_time ({self.stabilize_time} s)"
             )
+        if self.reference.zoom_levels and self.intrinsics != "self":
+            raise ValueError(
+                "reference.zoom_levels needs intrinsics: self (the zoom curve is self-calibrated from them)"
+            )
         return self
+
+    @property
+    def nominal_zoom_model(self) -> ZoomModel:
+        """devices.yaml ``zoom_focal_ratio`` as a zoom -> focal ratio model (ratio 1 at its first zoom)."""
+        return ZoomModel(
+            tuple(z for z, _ in self.zoom_focal_ratio), tuple(r for _, r in self.zoom_focal_ratio)
+        )
+
+    def reference_stops(self) -> list[tuple[float, float, float]]:
+        """Every stop of a reference scan (pan deg, tilt deg, zoom): the grid, then its zoom levels' stops."""
+        return self.reference.stops() + self.reference.zoom_stops(self.nominal_zoom_model)
 
     @property
     def deployment(self) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from ptz_pipeline.devices import (
@@ -353,3 +354,49 @@ def test_report_setting_is_per_deployment_and_defaults_to_all() -> None:
     assert fleet.camera("quiet__cam").report == "alerts"
     with pytest.raises(DevicesConfigError, match="report"):
         load_devices(text.replace("report: alerts", "report: sometimes"))
+
+
+def test_intrinsics_method_and_zoom_levels_are_validated_naming_the_field() -> None:
+    text = """
+- name: site
+  cameras:
+    - {name: board}
+    - name: self
+      intrinsics: self
+      zoom_focal_ratio: [[0.0, 1.0], [1.0, 4.0]]
+      reference: {horizontal_stops: 8, vertical_stops: 3, pan_min: 0, pan_max: 315, tilt_min: -30,
+                  tilt_max: -10, zoom_levels: [0.5, 1.0]}
+"""
+    fleet = load_devices(text)
+    assert fleet.camera("site__board").intrinsics == "chessboard"
+    cam = fleet.camera("site__self")
+    assert cam.intrinsics == "self"
+    stops = cam.reference_stops()
+    assert stops[:24] == cam.reference.stops() and len(stops) == 24 + 2 * 4
+    # 2 x 2 stops around the grid's centre stop (180°, -20°), a quarter of the 45° pan step / nominal ratio
+    ratio_half = 2.5  # the table's ratio at zoom 0.5
+    s = 45.0 / 4 / ratio_half
+    assert np.array(stops[24:28]) == pytest.approx(np.array([(180 - s, -20 - s, 0.5), (180 + s, -20 - s, 0.5),
+                                          (180 - s, -20 + s, 0.5), (180 + s, -20 + s, 0.5)]))  # fmt: skip
+    assert cam.query_stops == cam.reference.stops()  # the zoom stops are for calibration only
+    with pytest.raises(
+        DevicesConfigError, match=r"cameras\[1\]\.intrinsics: Input should be 'chessboard' or"
+    ):
+        load_devices(text.replace("intrinsics: self", "intrinsics: selfcal"))
+    with pytest.raises(DevicesConfigError, match="zoom_levels needs intrinsics: self"):
+        load_devices(text.replace("intrinsics: self", "intrinsics: chessboard"))
+    with pytest.raises(DevicesConfigError, match="zoom_levels must increase"):
+        load_devices(text.replace("[0.5, 1.0]", "[1.0, 0.5]"))
+
+
+def test_simulated_lens_with_an_exponential_zoom_curve_and_distortion_per_zoom() -> None:
+    spec = SimulatedBackend(
+        kind="simulated", zoom_max_ratio=10.0, zoom_curve="exponential", dist_at_max_zoom=(0.01, 0.0)
+    )
+    f0 = spec.intrinsics.fx
+    for zoom in (0.0, 0.3, 0.5, 1.0):
+        assert spec.zoom_model.focal(zoom) == pytest.approx(f0 * 10.0**zoom)
+    assert spec.zoom_model.distortion(0.5)[:2] == pytest.approx([(-0.08 + 0.01) / 2, 0.01])
+    assert SimulatedBackend(kind="simulated", zoom_max_ratio=10.0).zoom_model.focal(0.5) == pytest.approx(
+        5.5 * f0
+    )

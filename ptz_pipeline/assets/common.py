@@ -73,17 +73,20 @@ def store_intrinsics(
     intrinsics: Intrinsics,
     rms: float,
     covariance: np.ndarray | None = None,
+    zoom_model: ZoomModel | None = None,
     **provenance: Any,
 ) -> Version:
     """Write a new camera_intrinsics version: ``calibration.npz`` (K and distortion at zoom 0, RMS px, and the
-    calibration's ``covariance`` when known) and the zoom -> focal table (devices.yaml ``zoom_focal_ratio`` x
-    the calibrated fx, pixels); returns it."""
+    calibration's ``covariance`` when known) and the zoom -> focal model ``zoom_model`` (e.g. self-calibrated
+    through several zoom levels; None: devices.yaml ``zoom_focal_ratio`` x the calibrated fx, pixels);
+    returns it."""
     new = versions.begin_version(storage, camera.deployment, camera.name, "intrinsics")
     buf = io.BytesIO()
     save_calibration(buf, intrinsics, rms, covariance)
     storage.put_bytes(scans.calibration_key(camera.deployment, camera.name, new.number), buf.getvalue())
-    zoom, ratio = zip(*camera.zoom_focal_ratio, strict=True)
-    zoom_model = ZoomModel(tuple(zoom), tuple(intrinsics.fx * r for r in ratio))
+    if zoom_model is None:
+        zoom, ratio = zip(*camera.zoom_focal_ratio, strict=True)
+        zoom_model = ZoomModel(tuple(zoom), tuple(intrinsics.fx * r for r in ratio))
     storage.put_json(scans.zoom_model_key(camera.deployment, camera.name, new.number), zoom_model.to_dict())
     return _commit(storage, camera, "intrinsics", new, **provenance)
 

@@ -1,12 +1,22 @@
-"""camera_intrinsics: K and distortion from chessboard photos in storage (per camera)."""
+"""camera_intrinsics: K and distortion per camera, from chessboard photos in storage or self-calibrated from
+the camera's reference scan (devices.yaml ``intrinsics: chessboard | self``)."""
+
+from dataclasses import dataclass
+from typing import Any
 
 import dagster as dg
+import numpy as np
 
+from geometry.camera import Intrinsics, ZoomModel
 from geometry.intrinsics import calibrate_chessboard, parse_pattern
+from geometry.selfcal import ScanFrame, SelfCalibration, SelfCalibrationError, self_calibrate
 from ptz_pipeline import scans
-from ptz_pipeline.assets.common import store_intrinsics, versioned_result
+from ptz_pipeline.assets.common import current_version, store_intrinsics, versioned_result
+from ptz_pipeline.assets.reference import reference_features
+from ptz_pipeline.devices import CameraConfig
 from ptz_pipeline.partitions import camera_partitions
 from ptz_pipeline.resources.camera import DevicesResource
+from ptz_pipeline.resources.estimation import DriftEstimationResource
 from ptz_pipeline.resources.slack import ALERT_EMOJI, SlackResource
 from ptz_pipeline.resources.storage import ObjectStorageResource
 
@@ -16,32 +26,35 @@ CHESSBOARD_SQUARE_M = 0.03
 
 
 class IntrinsicsConfig(dg.Config):
-    """Chessboard geometry: inner corners (columns x rows) and square size in metres."""
+    """Chessboard geometry: inner corners (columns x rows) and square size in metres; the largest RMS
+    residual (pixels) the check accepts (chessboard corners, or the self-calibration's matched keypoints)."""
 
     pattern: str = f"{CHESSBOARD_PATTERN[0]}x{CHESSBOARD_PATTERN[1]}"
     square_m: float = CHESSBOARD_SQUARE_M
     max_rms_px: float = 1.0
 
 
-@dg.asset(
-    partitions_def=camera_partitions,
-    group_name="calibration",
-    check_specs=[dg.AssetCheckSpec("intrinsics_rms_below_1px", asset="camera_intrinsics")],
-)
-def camera_intrinsics(
-    context: dg.AssetExecutionContext,
-    config: IntrinsicsConfig,
-    storage: ObjectStorageResource,
-    devices: DevicesResource,
-    slack: SlackResource,
-) -> dg.MaterializeResult:
-    """Intrinsics (K, distortion; pixels) from chessboard photos in ``{camera}/intrinsics/chessboard/``.
+@dataclass(frozen=True)
+class _Calibration:
+    """One calibration's outcome, whichever the method: intrinsics at zoom 0, RMS residual (pixels), the
+    parameters' covariance (None when not known), the zoom -> focal model (None: devices.yaml's ratio table x
+    fx), what it was made from (provenance), UI metadata, and what to redo when the RMS check fails."""
 
-    Writes a new version (ptz_pipeline.versions) of the seed's ``calibration.npz`` (with the fit's covariance,
-    which orientation_offsets carries into σ) and the zoom -> focal
-    table (devices.yaml ``zoom_focal_ratio`` x calibrated fx); earlier versions stay for the hours they cover.
-    """
-    cam = devices.camera(context.partition_key)
+    method: str
+    intrinsics: Intrinsics
+    rms: float
+    covariance: np.ndarray | None
+    zoom_model: ZoomModel | None
+    provenance: dict[str, Any]
+    metadata: dict[str, Any]
+    summary: str
+    remedy: str
+
+
+def _chessboard(
+    cam: CameraConfig, config: IntrinsicsConfig, storage: ObjectStorageResource, log
+) -> _Calibration:
+    """Calibration from the chessboard photos in ``{camera}/intrinsics/chessboard/``."""
     prefix = scans.chessboard_prefix(cam.deployment, cam.name)
     keys = [k for k in storage.list_keys(prefix) if k.lower().endswith((".png", ".jpg", ".jpeg"))]
     if not keys:
@@ -50,42 +63,197 @@ def camera_intrinsics(
             f"{config.pattern} chessboard with {config.square_m * 1000:g} mm squares first"
         )
     images = [scans.decode_image(storage.get_bytes(k), k) for k in keys]
-    context.log.info(f"{cam.key}: calibrating from {len(images)} chessboard photos")
+    log.info(f"{cam.key}: calibrating from {len(images)} chessboard photos")
     calib = calibrate_chessboard(images, pattern=parse_pattern(config.pattern), square_size_m=config.square_m)
+    return _Calibration(
+        method="chessboard",
+        intrinsics=calib.intrinsics,
+        rms=float(calib.rms),
+        covariance=calib.covariance,
+        zoom_model=None,
+        provenance={"chessboard_photos": keys},
+        metadata={
+            "views_used": len(calib.used_views),
+            "views_rejected": dg.MetadataValue.json([keys[int(v.split()[-1])] for v in calib.rejected_views]),
+        },
+        summary=f"chessboard calibration RMS {calib.rms:.3f} px over {len(calib.used_views)} views",
+        remedy="re-take photos",
+    )
+
+
+def _scan_frames(
+    cam: CameraConfig, storage: ObjectStorageResource, estimation: DriftEstimationResource
+) -> tuple[int, list[ScanFrame], int]:
+    """(reference version, the current reference scan's frames with features and telemetry, how many frames
+    had no stored features and were extracted now)."""
+    version = current_version(storage, cam, "reference")
+    manifest = scans.read_manifest(storage, version.prefix)
+    if manifest is None:
+        raise dg.Failure(f"{cam.key}: no complete reference scan at {storage.uri(version.prefix)}")
+    extractor, fresh, frames = None, 0, []
+    for frame in manifest.frames:
+        if storage.exists(scans.features_key(version.prefix, frame)):
+            feats = scans.read_features(storage, version.prefix, frame)
+        else:
+            extractor = extractor or estimation.extractor()
+            feats = extractor.extract(scans.read_image(storage, version.prefix, frame))
+            fresh += 1
+        frames.append(ScanFrame(feats, frame.pan, frame.tilt, frame.zoom, frame.image))
+    return version.number, frames, fresh
+
+
+def _zoom_model(cam: CameraConfig, result: SelfCalibration) -> tuple[ZoomModel, str]:
+    """The zoom -> focal model of a self-calibration and where it comes from: the levels' monotone fit
+    (geometry.selfcal.fit_zoom_model, distortion per zoom) when the scan has several zoom levels, else the
+    devices.yaml ratio table scaled to the one calibrated level."""
+    if len(result.levels) > 1:
+        return result.zoom_model(), f"self-calibrated at zooms {[round(lv.zoom, 4) for lv in result.levels]}"
+    level = result.levels[0]
+    ratio = cam.nominal_zoom_model
+    scale = level.intrinsics.fx / ratio.focal(level.zoom)
+    table = ZoomModel(ratio.zoom, tuple(scale * r for r in ratio.focal_px))
+    return table, f"devices.yaml zoom_focal_ratio scaled to the focal length at zoom {level.zoom:g}"
+
+
+def _self_calibrated(
+    cam: CameraConfig, storage: ObjectStorageResource, estimation: DriftEstimationResource, log
+) -> _Calibration:
+    """Self-calibration (geometry.selfcal) from the current reference scan's frames and telemetry."""
+    reference, frames, fresh = _scan_frames(cam, storage, estimation)
+    log.info(f"{cam.key}: self-calibrating from {len(frames)} frames of reference scan v{reference}")
+    try:
+        with estimation.blas_limit():
+            result = self_calibrate(frames, estimation.matcher())
+    except SelfCalibrationError as exc:
+        raise dg.Failure(
+            f"{cam.key}: self-calibration from reference scan v{reference} failed: {exc}"
+        ) from None
+    zoom_model, zoom_source = _zoom_model(cam, result)
+    level = result.levels[0]
+    intrinsics = level.intrinsics.with_focal(zoom_model.focal(0.0))  # K and distortion at zoom 0
+    sigma = {k: round(float(v), 6) for k, v in result.sigma.items()}
+    levels = [
+        {
+            "zoom": lv.zoom,
+            "f_px": round(float(lv.intrinsics.fx), 3),
+            "sigma_f_px": round(float(lv.sigma_focal_px), 4),
+            "k1": round(float(lv.intrinsics.dist[0]), 5),
+            "k2": round(float(lv.intrinsics.dist[1]), 5),
+            "frames": len(lv.frames),
+            "started_by": lv.initialisation,
+        }
+        for lv in result.levels
+    ]
+    return _Calibration(
+        method="self",
+        intrinsics=intrinsics,
+        rms=float(result.rms_px),
+        covariance=None,
+        zoom_model=zoom_model,
+        provenance={
+            "reference_version": reference,
+            "rms_px": float(result.rms_px),
+            "sigma": sigma,
+            "zoom_levels": levels,
+            "zoom_curve": zoom_source,
+            "frames_used": len(result.frames_used),
+            "frames_dropped": list(result.frames_dropped),
+        },
+        metadata={
+            "reference_version": reference,
+            "sigma_f_px": sigma["f"],
+            "sigma_cx_px": sigma["cx"],
+            "sigma_cy_px": sigma["cy"],
+            "k1": round(float(level.intrinsics.dist[0]), 5),
+            "k2": round(float(level.intrinsics.dist[1]), 5),
+            "zoom_levels": dg.MetadataValue.json(levels),
+            "zoom_model": zoom_source,
+            "frames_used": len(result.frames_used),
+            "frames_dropped": dg.MetadataValue.json(list(result.frames_dropped)),
+            "pairs": len(result.pairs),
+            "observations": result.observations,
+            "features_extracted_now": fresh,
+            "max_telemetry_correction_deg": round(float(result.max_telemetry_correction_deg), 4),
+        },
+        summary=(
+            f"self-calibration RMS {result.rms_px:.3f} px over {len(result.frames_used)} frames of reference "
+            f"scan v{reference} ({len(result.pairs)} overlapping pairs)"
+        ),
+        remedy="re-scan the reference (reference_scan) with more overlap",
+    )
+
+
+@dg.asset(
+    partitions_def=camera_partitions,
+    group_name="calibration",
+    deps=[reference_features],
+    check_specs=[dg.AssetCheckSpec("intrinsics_rms_below_1px", asset="camera_intrinsics")],
+)
+def camera_intrinsics(
+    context: dg.AssetExecutionContext,
+    config: IntrinsicsConfig,
+    storage: ObjectStorageResource,
+    devices: DevicesResource,
+    estimation: DriftEstimationResource,
+    slack: SlackResource,
+) -> dg.MaterializeResult:
+    """Intrinsics (K, distortion; pixels) by the camera's devices.yaml ``intrinsics`` method.
+
+    ``chessboard`` (default): from the photos in ``{camera}/intrinsics/chessboard/``, with the fit's
+    covariance (orientation_offsets carries it into σ) and the zoom -> focal table devices.yaml
+    ``zoom_focal_ratio`` x the calibrated fx. ``self``: self-calibration (geometry.selfcal: bundle
+    adjustment of K, k1, k2 and every frame's rotation, telemetry as prior) of the CURRENT reference scan
+    (its stored features; frames without any are extracted now), K and distortion of its lowest zoom level;
+    with ``reference.zoom_levels`` the zoom -> focal (and distortion) model is the monotone fit through the
+    scanned levels, else the ratio table scaled to the calibrated level. Either way a new version
+    (ptz_pipeline.versions) of the seed's ``calibration.npz`` and ``zoom_model.json``, the method and the
+    fit's RMS in its provenance; earlier versions stay for the hours they cover.
+
+    The dependency on reference_features is static, for every camera (a Dagster dependency cannot depend on
+    devices.yaml): a calibration run scans and extracts the reference before the intrinsics, which the
+    chessboard method does not need but does not mind. A self-calibrated camera's intrinsics follow its
+    reference scan: re-scanning means re-materialising camera_intrinsics (the calibrate_camera job does).
+    """
+    cam = devices.camera(context.partition_key)
+    if cam.intrinsics == "self":
+        calibration = _self_calibrated(cam, storage, estimation, context.log)
+    else:
+        calibration = _chessboard(cam, config, storage, context.log)
     version = store_intrinsics(
         storage,
         cam,
-        calib.intrinsics,
-        calib.rms,
-        calib.covariance,
+        calibration.intrinsics,
+        calibration.rms,
+        calibration.covariance,
+        zoom_model=calibration.zoom_model,
         run_id=context.run.run_id,
-        chessboard_photos=keys,
+        method=calibration.method,
+        **calibration.provenance,
     )
-    K = calib.intrinsics.K
-    passed = bool(calib.rms < config.max_rms_px)
-    verdict = (
-        f"{cam.key}: chessboard calibration RMS {calib.rms:.3f} px "
-        f"{'<' if passed else '>='} {config.max_rms_px:g} px over {len(calib.used_views)} views"
-    )
+    K = calibration.intrinsics.K
+    passed = bool(calibration.rms < config.max_rms_px)
+    verdict = f"{cam.key}: {calibration.summary}, {'<' if passed else '>='} {config.max_rms_px:g} px"
     if not passed:
-        slack.send_message(f"{ALERT_EMOJI} {verdict} (intrinsics version {version.number}): re-take photos")
+        slack.send_message(
+            f"{ALERT_EMOJI} {verdict} (intrinsics version {version.number}): {calibration.remedy}"
+        )
     return versioned_result(
         storage,
         version,
         metadata={
-            "rms_px": round(float(calib.rms), 4),
+            "method": calibration.method,
+            "rms_px": round(calibration.rms, 4),
             "fx_px": round(float(K[0, 0]), 2),
             "fy_px": round(float(K[1, 1]), 2),
             "cx_px": round(float(K[0, 2]), 2),
             "cy_px": round(float(K[1, 2]), 2),
-            "views_used": len(calib.used_views),
-            "views_rejected": dg.MetadataValue.json([keys[int(v.split()[-1])] for v in calib.rejected_views]),
+            **calibration.metadata,
         },
         check_results=[
             dg.AssetCheckResult(
                 passed=passed,
                 description=verdict,
-                metadata={"rms_px": round(float(calib.rms), 4), "max_rms_px": config.max_rms_px},
+                metadata={"rms_px": round(calibration.rms, 4), "max_rms_px": config.max_rms_px},
             )
         ],
     )

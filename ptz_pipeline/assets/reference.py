@@ -22,12 +22,14 @@ def reference_scan(
     devices: DevicesResource,
     camera: PTZCameraResource,
 ) -> dg.MaterializeResult:
-    """Grid of PTZ stops (devices.yaml ``reference``): image + telemetry per stop, manifest.json written last.
+    """Grid of PTZ stops (devices.yaml ``reference``), then 2 x 2 stops per extra zoom level
+    (``reference.zoom_levels``, for the self-calibrated zoom curve): image + telemetry per stop, manifest.json
+    written last.
 
     Writes a new version (ptz_pipeline.versions); earlier ones stay for the hours they cover.
     """
     cam = devices.camera(context.partition_key)
-    stops = cam.reference.stops()
+    stops = cam.reference_stops()
     with closing(camera.open(cam)) as ptz:
         images, telemetry = scan_reference(
             ptz, stops, lambda i, n, t: context.log.info(f"{cam.key}: {stop_line(i, n, t)}")
@@ -39,6 +41,7 @@ def reference_scan(
         metadata={
             "frames": len(manifest.frames),
             "grid": f"{cam.reference.horizontal_stops} x {cam.reference.vertical_stops}",
+            "zoom_levels": dg.MetadataValue.json([cam.reference.zoom, *cam.reference.zoom_levels]),
         },
     )
 
