@@ -10,6 +10,7 @@ from ptz_pipeline.assets import (
     digest,
     drift,
     intrinsics,
+    maintenance,
     offsets,
     proposal,
     query,
@@ -40,7 +41,7 @@ def build_definitions(resources: dict[str, object] | None = None) -> dg.Definiti
     resources = resources or deployment_resources()
     resources["devices"].fleet()
     assets = dg.load_assets_from_modules(
-        [intrinsics, reference, r_align, query, offsets, reports, drift, proposal, digest]
+        [intrinsics, reference, r_align, query, offsets, reports, drift, proposal, digest, maintenance]
     )
     return dg.Definitions(
         assets=dg.with_source_code_references(
@@ -54,8 +55,9 @@ def build_definitions(resources: dict[str, object] | None = None) -> dg.Definiti
             jobs.estimate_job,
             jobs.drift_view_job,
             jobs.report_job,
+            jobs.maintenance_job,
         ],
-        schedules=[schedules.daily_report_schedule],
+        schedules=[schedules.daily_report_schedule, schedules.iceberg_maintenance_schedule],
         sensors=[
             sensors.devices_sensor,
             sensors.hourly_active_capture,

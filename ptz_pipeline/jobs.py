@@ -1,5 +1,5 @@
 """Asset jobs: calibration per camera, capture and estimation per camera-hour, the per-camera drift view
-and R_align proposal, the daily report."""
+and R_align proposal, the daily report, the Iceberg table's maintenance."""
 
 from __future__ import annotations
 
@@ -23,4 +23,9 @@ report_job = dg.define_asset_job(
     "daily_report",
     selection=dg.AssetSelection.assets("offsets_report", "slack_digest"),
     description="The day's Excel/Parquet report and the Slack digest per deployment.",
+)
+maintenance_job = dg.define_asset_job(
+    "iceberg_maintenance",
+    selection=dg.AssetSelection.assets("calibration_results_maintenance"),
+    description="Compact calibration_results' small files and expire its old snapshots.",
 )

@@ -17,7 +17,8 @@ import types
 import typing
 import warnings
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -39,7 +40,8 @@ from pyiceberg.expressions import (
 )
 from pyiceberg.partitioning import PartitionField, PartitionSpec
 from pyiceberg.schema import Schema
-from pyiceberg.table import Table, TableProperties
+from pyiceberg.table import FileScanTask, Table, TableProperties
+from pyiceberg.table.snapshots import Snapshot
 from pyiceberg.transforms import DayTransform, IdentityTransform, Transform
 from pyiceberg.types import (
     BooleanType,
@@ -145,6 +147,63 @@ def _missing_partition_fields(table: Table) -> list[tuple[str, Transform[Any, An
     schema = table.schema()
     have = {(schema.find_column_name(f.source_id), str(f.transform)) for f in table.spec().fields}
     return [field for field in PARTITIONING if (field[0], str(field[1])) not in have]
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class SitePartition:
+    """One partition of the table: a UTC day (Iceberg's day transform: days since 1970-01-01) of a site."""
+
+    day: int
+    deployment: str
+
+    def row_filter(self) -> BooleanExpression:
+        """Exactly this partition's rows (and, projected on the spec, exactly its files)."""
+        start = _EPOCH + timedelta(days=self.day)
+        return And(
+            EqualTo("deployment", self.deployment),
+            And(
+                GreaterThanOrEqual("timestamp", start.isoformat()),
+                LessThan("timestamp", (start + timedelta(days=1)).isoformat()),
+            ),
+        )
+
+    def __str__(self) -> str:
+        return f"{(_EPOCH + timedelta(days=self.day)):%Y-%m-%d}/{self.deployment}"
+
+
+@dataclass(frozen=True)
+class CompactionResult:
+    """What :meth:`IcebergResource.compact` did: data files of the current snapshot before and after, the
+    partitions rewritten and those skipped because a writer changed them meanwhile (next run retries)."""
+
+    files_before: int
+    files_after: int
+    compacted: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ExpiryResult:
+    """What :meth:`IcebergResource.expire_snapshots` did: snapshots expired and kept, and the files (data,
+    manifests, manifest lists) only the expired snapshots referenced, deleted."""
+
+    expired: int
+    kept: int
+    files_deleted: int
+
+
+def _snapshot_files(table: Table, snapshot: Snapshot) -> set[str]:
+    """Paths a snapshot reads: its manifest list, its manifests and their live data files."""
+    paths = {snapshot.manifest_list}
+    for manifest in snapshot.manifests(table.io):
+        paths.add(manifest.manifest_path)
+        paths.update(
+            e.data_file.file_path for e in manifest.fetch_manifest_entry(table.io, discard_deleted=True)
+        )
+    return paths
 
 
 def _utc(value: datetime, what: str) -> datetime:
@@ -300,3 +359,101 @@ class IcebergResource(dg.ConfigurableResource):
         row_filter = functools.reduce(And, conditions, AlwaysTrue())
         frame = self.ensure_table().scan(row_filter=row_filter).to_pandas()
         return frame.sort_values(["timestamp", "deployment", "device_id"], ignore_index=True)
+
+    def _site_partition(self, table: Table, task: FileScanTask) -> SitePartition | None:
+        """The current-spec partition of a data file, None for a file written under an older spec."""
+        spec = table.spec()
+        if task.file.spec_id != spec.spec_id:
+            return None
+        names = [f.name for f in spec.fields]
+        values = task.file.partition
+        return SitePartition(values[names.index("timestamp_day")], values[names.index("deployment")])
+
+    def _partitions_needing_compaction(self, table: Table, min_files: int) -> list[SitePartition]:
+        """Partitions with at least ``min_files`` data files, and every partition that has rows in a file of
+        an older spec (rewritten into the current layout)."""
+        tasks = list(table.scan().plan_files())
+        counts: dict[SitePartition, int] = {}
+        old = []
+        for task in tasks:
+            if (partition := self._site_partition(table, task)) is None:
+                old.append(task)
+            else:
+                counts[partition] = counts.get(partition, 0) + 1
+        wanted = {p for p, n in counts.items() if n >= min_files}
+        if old:
+            from pyiceberg.io.pyarrow import ArrowScan
+
+            keys = ArrowScan(
+                table.metadata, table.io, table.schema().select("timestamp", "deployment"), AlwaysTrue()
+            ).to_table(old)
+            pairs = zip(keys["timestamp"].to_pylist(), keys["deployment"].to_pylist(), strict=True)
+            wanted |= {SitePartition((t - _EPOCH).days, d) for t, d in pairs}
+        return sorted(wanted, key=lambda p: (p.day, p.deployment))
+
+    def compact_partition(
+        self, partition: SitePartition, min_files: int = 2, table: Table | None = None
+    ) -> Literal["compacted", "unneeded", "conflict"]:
+        """Rewrite one partition's data files as one file with the same rows, in ONE Iceberg transaction (an
+        overwrite under the partition's filter). ``table``: the state it plans from (default: the current
+        one). ``unneeded`` (nothing done): fewer than ``min_files`` files, all of the current spec;
+        ``conflict`` (nothing done): a writer added or replaced rows of the partition meanwhile (pyiceberg's
+        serializable validation). No row is lost or doubled either way."""
+        table = table or self.ensure_table()
+        row_filter = partition.row_filter()
+        tasks = list(table.scan(row_filter=row_filter).plan_files())
+        current = all(task.file.spec_id == table.spec().spec_id for task in tasks)
+        if not tasks or (current and len(tasks) < min_files):
+            return "unneeded"
+        rows = table.scan(row_filter=row_filter).to_arrow()
+        try:
+            table.overwrite(rows, overwrite_filter=row_filter)
+        except (CommitFailedException, ValidationException) as exc:
+            dg.get_dagster_logger("ptz_pipeline.iceberg").warning(
+                f"compaction of {partition} skipped (a writer changed it): {type(exc).__name__}: {exc}"
+            )
+            return "conflict"
+        return "compacted"
+
+    def compact(self, min_files: int = 2, until: datetime | None = None) -> CompactionResult:
+        """Compact small data files: every partition with at least ``min_files`` files (hourly writes leave
+        one per site-hour) or with rows in files of an older spec is rewritten (:meth:`compact_partition`),
+        one transaction per partition; the rows read are the same before and after. ``until`` (aware): only
+        the days that ended by then (the day being written is left alone); None: every day."""
+        if min_files < 2:
+            raise ValueError(f"min_files must be at least 2, got {min_files}")
+        last_day = None if until is None else (_utc(until, "until") - _EPOCH).days - 1
+        table = self.ensure_table()
+        before = sum(1 for _ in table.scan().plan_files())
+        done: dict[str, list[str]] = {"compacted": [], "unneeded": [], "conflict": []}
+        for partition in self._partitions_needing_compaction(table, min_files):
+            if last_day is not None and partition.day > last_day:
+                continue
+            done[self.compact_partition(partition, min_files)].append(str(partition))
+        after = sum(1 for _ in self.ensure_table().scan().plan_files())
+        return CompactionResult(before, after, compacted=done["compacted"], skipped=done["conflict"])
+
+    def expire_snapshots(self, older_than: datetime, keep_last: int) -> ExpiryResult:
+        """Expire snapshots taken before ``older_than`` (aware datetime), always keeping the newest
+        ``keep_last`` (>= 1), the current one and any branch or tag head; then delete the files only the
+        expired snapshots referenced (pyiceberg's expiry removes metadata only)."""
+        if keep_last < 1:
+            raise ValueError(f"keep_last must be at least 1, got {keep_last}")
+        cutoff_ms = int(_utc(older_than, "older_than").timestamp() * 1000)
+        table = self.ensure_table()
+        snapshots = sorted(table.metadata.snapshots, key=lambda s: s.timestamp_ms, reverse=True)
+        protected = {ref.snapshot_id for ref in table.metadata.refs.values()}
+        keep = {s.snapshot_id for s in snapshots[:keep_last]} | protected
+        expired = [s for s in snapshots if s.snapshot_id not in keep and s.timestamp_ms < cutoff_ms]
+        if not expired:
+            return ExpiryResult(expired=0, kept=len(snapshots), files_deleted=0)
+        candidates = set().union(*(_snapshot_files(table, s) for s in expired))
+        table.maintenance.expire_snapshots().by_ids([s.snapshot_id for s in expired]).commit()
+        table = self.catalog.load_table(self.identifier)
+        still_used = set().union(*(_snapshot_files(table, s) for s in table.metadata.snapshots))
+        unused = sorted(candidates - still_used)
+        for path in unused:
+            table.io.delete(path)
+        return ExpiryResult(
+            expired=len(expired), kept=len(table.metadata.snapshots), files_deleted=len(unused)
+        )
