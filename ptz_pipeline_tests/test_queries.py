@@ -6,9 +6,10 @@ from datetime import UTC, datetime, timedelta
 
 import boto3
 import pytest
+from botocore.exceptions import EndpointConnectionError
 from dagster_aws.athena import AthenaClientResource
 
-from ptz_pipeline.queries import ResultsQuery, query_calibration_results, run_athena
+from ptz_pipeline.queries import AthenaResource, ResultsQuery, query_calibration_results, run_athena
 from ptz_pipeline.resources.iceberg import IcebergResource
 from ptz_pipeline.results import ResultRow
 
@@ -90,3 +91,33 @@ def test_athena_query_runs_through_dagster_aws_on_motos_server(moto_s3) -> None:
     execution = client.get_query_execution(QueryExecutionId=execution_id)["QueryExecution"]
     assert execution["Query"] == query.athena_sql("ptz")
     assert execution["Status"]["State"] == "SUCCEEDED"
+
+
+def test_athena_region_endpoint_and_workgroup_come_from_the_settings(
+    moto_s3, monkeypatch: pytest.MonkeyPatch, unreachable_url: str
+) -> None:
+    """settings.athena_resource(): PTZ_ATHENA_WORKGROUP in PTZ_AWS_REGION at AWS_ENDPOINT_URL; the query
+    lands in that region's workgroup (boto3's own region setting removed), and a wrong endpoint fails."""
+    from ptz_pipeline import settings
+
+    client = boto3.client("athena", region_name="eu-central-1")
+    client.create_work_group(
+        Name="ptz",
+        Configuration={
+            "ResultConfiguration": {"OutputLocation": "s3://camera-calibration-monitoring/athena/"}
+        },
+    )
+    monkeypatch.delenv("AWS_DEFAULT_REGION")
+    monkeypatch.setenv("PTZ_AWS_REGION", "eu-central-1")
+    monkeypatch.setenv("PTZ_ATHENA_WORKGROUP", "ptz")
+    athena = settings.athena_resource().model_copy(update={"polling_interval": 0, "max_polls": 5})
+    query = ResultsQuery(device_id="cam-1")
+    assert run_athena(athena, query, fetch_results=False) is None
+    [execution_id] = client.list_query_executions(WorkGroup="ptz")["QueryExecutionIds"]
+    assert client.get_query_execution(QueryExecutionId=execution_id)["QueryExecution"]["Query"] == (
+        query.athena_sql("ptz")
+    )
+    assert client.list_query_executions(WorkGroup="primary")["QueryExecutionIds"] == []
+    nowhere = AthenaResource(workgroup="ptz", region_name="eu-central-1", endpoint_url=unreachable_url)
+    with pytest.raises(EndpointConnectionError, match="Could not connect"):
+        run_athena(nowhere.model_copy(update={"max_polls": 1}), query, fetch_results=False)

@@ -120,3 +120,17 @@ def test_unknown_deployment_is_refused(production: pytest.MonkeyPatch) -> None:
     production.setenv("PTZ_DEPLOYMENT", "staging")
     with pytest.raises(ValueError, match="expected one of local, production"):
         settings.deployment_resources()
+
+
+def test_the_readme_production_environment_is_the_settings() -> None:
+    """README's "S3, Glue and Athena" environment names documented settings, with their defaults."""
+    readme = (REPO_ROOT / "README.md").read_text()
+    section = readme.split("\n### S3, Glue and Athena", 1)[1].split("\n## ", 1)[0]
+    environment = section.split("```bash\n", 1)[1].split("```", 1)[0]
+    assigned = dict(re.findall(r"^([A-Z0-9_]+)=(\S+)", environment, flags=re.MULTILINE))
+    assert set(assigned) <= set(settings.VARIABLES)
+    assert (assigned["PTZ_AWS_REGION"], assigned["PTZ_S3_BUCKET"]) == (
+        settings.DEFAULT_REGION,
+        settings.DEFAULT_BUCKET,
+    )
+    assert f"s3://<bucket>/{settings.ICEBERG_PREFIX}/ptz.db/calibration_results/" in section
