@@ -177,6 +177,25 @@ def grouped_hourly_asset(
 
 
 SITE_TAG = "ptz/deployment"
+"""Every sensor-requested run's site, for the UI's run filter (no run-queue limit reads it)."""
+CAPTURE_QUEUES = {"active": "ptz/capture-active", "passive": "ptz/capture-passive"}
+"""Capture mode -> the run-queue tag key of its capture runs (value: the site)."""
+ESTIMATE_QUEUE = "ptz/estimate"
+"""Run-queue tag key of estimation runs (orientation_offsets; value: the site)."""
+VIEW_QUEUE = "ptz/view"
+"""Run-queue tag key of drift view runs (camera_drift, r_align_proposal; value: the site)."""
+QUEUES = (*CAPTURE_QUEUES.values(), ESTIMATE_QUEUE, VIEW_QUEUE)
+"""The run-queue tag keys: every instance profile allows one run per site under each key, independently, so
+a passive capture that waits its hour for still cameras holds back neither the site's active capture nor its
+estimation; capture keys also cap the fleet's capture runs (camera connections)."""
+
+
+def site_tags(site: str, reason: str, queue: str) -> dict[str, str]:
+    """The tags of a sensor-requested run of ``site``: the site under :data:`SITE_TAG` and under ``queue``
+    (one of :data:`QUEUES`: the run-queue lane), why under ``ptz/reason``."""
+    if queue not in QUEUES:
+        raise ValueError(f"queue {queue!r}: expected one of {', '.join(QUEUES)} (the profiles' limits)")
+    return {SITE_TAG: site, queue: site, "ptz/reason": reason}
 
 
 def site_requests(
@@ -184,16 +203,17 @@ def site_requests(
     asset_keys: dg.AssetKey | Sequence[dg.AssetKey],
     partition_keys: list[str],
     reason: str,
+    queue: str,
 ) -> list[dg.RunRequest]:
     """One RunRequest per deployment covering exactly ``partition_keys`` (camera|hour, or camera keys) of
-    ``asset_keys`` (one asset, or several with the same partitions)."""
+    ``asset_keys`` (one asset, or several with the same partitions), tagged by :func:`site_tags`."""
     by_site: dict[str, set[str]] = defaultdict(set)
     for key in partition_keys:
         camera = split_camera_hour(key)[0] if "|" in key else key
         by_site[split_camera_key(camera)[0]].add(key)
     assets = [asset_keys] if isinstance(asset_keys, dg.AssetKey) else list(asset_keys)
     return [
-        explicit_keys_request(context, assets, sorted(keys), {SITE_TAG: site, "ptz/reason": reason})
+        explicit_keys_request(context, assets, sorted(keys), site_tags(site, reason, queue))
         for site, keys in sorted(by_site.items())
     ]
 

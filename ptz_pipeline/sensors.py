@@ -12,7 +12,7 @@ from ptz_pipeline.assets.drift import CAMERA_DRIFT
 from ptz_pipeline.assets.offsets import ORIENTATION_OFFSETS
 from ptz_pipeline.assets.proposal import R_ALIGN_PROPOSAL
 from ptz_pipeline.assets.query import QUERY_SCAN
-from ptz_pipeline.grouped import site_requests
+from ptz_pipeline.grouped import CAPTURE_QUEUES, ESTIMATE_QUEUE, VIEW_QUEUE, site_requests
 from ptz_pipeline.jobs import calibration_job
 from ptz_pipeline.partitions import (
     camera_hour_key,
@@ -70,7 +70,8 @@ def _hourly_capture(
         return dg.SensorResult(skip_reason=f"hour {hour} already requested")
     keys = [str(camera_hour_key(c.key, hour)) for c in devices.fleet().cameras() if c.mode == mode]
     return dg.SensorResult(
-        run_requests=site_requests(context, QUERY_SCAN, keys, f"hourly {mode}"), cursor=hour
+        run_requests=site_requests(context, QUERY_SCAN, keys, f"hourly {mode}", CAPTURE_QUEUES[mode]),
+        cursor=hour,
     )
 
 
@@ -107,7 +108,8 @@ def offsets_after_capture(context: dg.SensorEvaluationContext) -> dg.SensorResul
     if not keys:
         return dg.SensorResult(skip_reason="no new query scans")
     return dg.SensorResult(
-        run_requests=site_requests(context, ORIENTATION_OFFSETS, keys, "captured"), cursor=cursor
+        run_requests=site_requests(context, ORIENTATION_OFFSETS, keys, "captured", ESTIMATE_QUEUE),
+        cursor=cursor,
     )
 
 
@@ -121,5 +123,6 @@ def drift_after_estimate(context: dg.SensorEvaluationContext) -> dg.SensorResult
         return dg.SensorResult(skip_reason="no new estimates")
     cameras = sorted({split_camera_hour(k)[0] for k in keys})
     return dg.SensorResult(
-        run_requests=site_requests(context, AFTER_ESTIMATE, cameras, "estimated"), cursor=cursor
+        run_requests=site_requests(context, AFTER_ESTIMATE, cameras, "estimated", VIEW_QUEUE),
+        cursor=cursor,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dagster as dg
+import pytest
 
 from ptz_pipeline.definitions import build_definitions
 from ptz_pipeline.grouped import (
@@ -25,9 +26,13 @@ def test_site_requests_cover_exactly_the_given_keys_one_run_per_site(tmp_path) -
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(camera_partitions.name, ["a__c1", "a__c2", "a__c3", "b__c2"])
         context = dg.build_sensor_context(instance=instance, definitions=defs)
-        requests = site_requests(context, dg.AssetKey("query_scan"), keys, "test")
+        requests = site_requests(context, dg.AssetKey("query_scan"), keys, "test", "ptz/estimate")
+        with pytest.raises(ValueError, match="ptz/deployment.*expected one of ptz/capture-active"):
+            site_requests(context, dg.AssetKey("query_scan"), keys, "test", SITE_TAG)  # no lane
     assert {r.tags[SITE_TAG]: requested_keys(r) for r in requests} == {"a": keys[:2], "b": keys[2:]}
-    assert all(r.tags["ptz/reason"] == "test" for r in requests)
+    assert [r.tags for r in requests] == [
+        {SITE_TAG: site, "ptz/estimate": site, "ptz/reason": "test"} for site in ("a", "b")
+    ]
 
 
 def test_keys_by_camera_sorts_hours_per_camera() -> None:

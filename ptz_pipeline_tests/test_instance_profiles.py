@@ -1,5 +1,5 @@
 """The instance profiles in deploy/instance: what each turns on, and the postgres and kubernetes profiles on
-a real PostgreSQL server (a grouped camera x hour run, the run queue's per-site limit, sensor ticks and
+a real PostgreSQL server (a grouped camera x hour run, the run queue's per-site lanes, sensor ticks and
 backfills)."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import dagster as dg
 import pytest
 import yaml
 
-from ptz_pipeline.grouped import SITE_TAG
+from ptz_pipeline.grouped import CAPTURE_QUEUES, ESTIMATE_QUEUE, QUEUES, SITE_TAG, VIEW_QUEUE, site_tags
 from ptz_pipeline.partitions import camera_hour_range_tags, camera_partitions, recent_hours
 from ptz_pipeline_tests.deploy import (
     PROFILES,
@@ -34,9 +34,8 @@ from ptz_pipeline_tests.postgres import PostgresServer
 
 pytest_plugins = ["ptz_pipeline_tests.postgres"]
 
-SITE_LIMIT = {"key": SITE_TAG, "value": {"applyLimitPerUniqueValue": True}, "limit": 1}
-CAPTURE_REASONS = ("hourly active", "hourly passive")
-"""The ``ptz/reason`` tag of capture runs (sensors.py: ``f"hourly {mode}"``)."""
+SITE_LIMITS = [{"key": q, "value": {"applyLimitPerUniqueValue": True}, "limit": 1} for q in QUEUES]
+"""One run per site in each run-queue lane (the lanes: capture active, capture passive, estimate, view)."""
 
 
 def _camera(name: str, mode: str) -> dict:
@@ -65,15 +64,17 @@ def _home(tmp: Path, name: str) -> Path:
 
 @pytest.mark.parametrize("name", ["local", "postgres", "kubernetes"])
 def test_every_profile_monitors_runs_and_queues_with_the_site_and_camera_limits(name: str) -> None:
+    """Per-value limits: one run per site in each lane, nothing else (the informational site and reason tags
+    limit nothing); totals: capture runs only, below the run maximum so estimation always finds a slot."""
     config = profile(name)
     assert config["run_monitoring"]["enabled"] is True
     coordinator = config["run_coordinator"]
     assert coordinator["class"] == "QueuedRunCoordinator"
     limits = coordinator["config"]["tag_concurrency_limits"]
-    assert SITE_LIMIT in limits
-    capture = {limit["value"]: limit["limit"] for limit in limits if limit["key"] == "ptz/reason"}
-    assert set(capture) == set(CAPTURE_REASONS) and all(n >= 1 for n in capture.values())
-    assert sum(capture.values()) <= coordinator["config"]["max_concurrent_runs"]
+    assert [limit for limit in limits if "value" in limit] == SITE_LIMITS
+    capture = {limit["key"]: limit["limit"] for limit in limits if "value" not in limit}
+    assert set(capture) == set(CAPTURE_QUEUES.values()) and all(n >= 1 for n in capture.values())
+    assert sum(capture.values()) < coordinator["config"]["max_concurrent_runs"]
 
 
 def test_local_profile_is_the_demos_sqlite_instance_with_monitoring_and_queue(tmp_path: Path) -> None:
@@ -141,38 +142,51 @@ def test_postgres_profile_stores_a_grouped_camera_hour_run(
         assert record.dagster_run.run_id == result.run_id and record.dagster_run.is_success
 
 
+def _routing(tags: dict[str, str]) -> tuple[str | None, str | None, tuple[tuple[str, str], ...]]:
+    """(site, reason, run-queue lane tags) of a run's or backfill's ``tags``."""
+    lanes = tuple(sorted((k, v) for k, v in tags.items() if k in QUEUES))
+    return tags.get(SITE_TAG), tags.get("ptz/reason"), lanes
+
+
 @pytest.mark.integration
-def test_run_queue_on_postgres_launches_one_run_per_site(
+def test_run_queue_on_postgres_keeps_each_sites_lanes_independent(
     k8s_instance: dg.DagsterInstance, fleet: Path, batch_api: RecordingBatchApi
 ) -> None:
-    """Four queued site runs (two per site): each dequeue launches one pod per site; the next waits until
-    its site's run ends."""
-    capture, estimate = (
-        reconstructable_job(fleet, "capture_queries"),
-        reconstructable_job(fleet, "estimate_offsets"),
+    """With site-a's passive capture in progress (it waits its hour for still cameras), site-a's active
+    capture, estimation and drift view start, and so does site-b's passive capture; a second passive
+    capture of site-a waits until the first ends."""
+    capture, estimate, view = (
+        reconstructable_job(fleet, name) for name in ("capture_queries", "estimate_offsets", "drift_view")
     )
-    for job, site, reason in [
-        (capture, "site-a", "hourly active"), (capture, "site-a", "hourly passive"),
-        (capture, "site-b", "hourly active"), (estimate, "site-b", "captured"),
-    ]:  # fmt: skip
-        submit(k8s_instance, job, {SITE_TAG: site, "ptz/reason": reason})
+    passive = CAPTURE_QUEUES["passive"]
 
-    def launched() -> Counter:
-        runs = k8s_instance.get_runs(
-            dg.RunsFilter(run_ids=[j.metadata.labels["dagster/run-id"] for _, j in batch_api.jobs])
-        )
-        return Counter(r.tags[SITE_TAG] for r in runs)
+    def queue(job: object, site: str, reason: str, lane: str) -> str:
+        return submit(k8s_instance, job, site_tags(site, reason, lane)).run_id
 
-    dequeue(k8s_instance)
-    assert launched() == {"site-a": 1, "site-b": 1}
-    assert len(k8s_instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.QUEUED]))) == 2
-    dequeue(k8s_instance)
-    assert launched() == {"site-a": 1, "site-b": 1}  # nothing ended: nothing more starts
+    def launched() -> set[str]:
+        return {j.metadata.labels["dagster/run-id"] for _, j in batch_api.jobs}
 
-    for run in k8s_instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTING])):
-        k8s_instance.report_run_failed(run)  # the pods ended
+    first_passive = queue(capture, "site-a", "hourly passive", passive)
     dequeue(k8s_instance)
-    assert launched() == {"site-a": 2, "site-b": 2}
+    assert launched() == {first_passive}
+
+    second_passive = queue(capture, "site-a", "hourly passive", passive)
+    independent = {
+        queue(capture, "site-a", "hourly active", CAPTURE_QUEUES["active"]),
+        queue(estimate, "site-a", "captured", ESTIMATE_QUEUE),
+        queue(view, "site-a", "estimated", VIEW_QUEUE),
+        queue(capture, "site-b", "hourly passive", passive),
+    }
+    dequeue(k8s_instance)
+    assert launched() == {first_passive, *independent}
+    (waiting,) = k8s_instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.QUEUED]))
+    assert waiting.run_id == second_passive
+    dequeue(k8s_instance)
+    assert second_passive not in launched()  # nothing ended: it still waits
+
+    k8s_instance.report_run_failed(k8s_instance.get_run_by_id(first_passive))  # its pod ended
+    dequeue(k8s_instance)
+    assert launched() == {first_passive, second_passive, *independent}
 
 
 @pytest.mark.integration
@@ -191,15 +205,15 @@ def test_sensor_ticks_and_backfills_are_recorded_on_postgres(
         }
         for sensor in ("devices_sensor", "hourly_active_capture", "passive_capture"):
             assert ticks[sensor] == ["SUCCESS"], (sensor, ticks[sensor])
-        backfills = Counter((b.tags[SITE_TAG], b.tags["ptz/reason"]) for b in k8s_instance.get_backfills())
+        backfills = Counter(_routing(b.tags) for b in k8s_instance.get_backfills())
         assert backfills == {
-            ("site-a", "hourly active"): 1,
-            ("site-a", "hourly passive"): 1,
-            ("site-b", "hourly active"): 1,
+            ("site-a", "hourly active", (("ptz/capture-active", "site-a"),)): 1,
+            ("site-a", "hourly passive", (("ptz/capture-passive", "site-a"),)): 1,
+            ("site-b", "hourly active", (("ptz/capture-active", "site-b"),)): 1,
         }
         run_backfills(context)
     queued = k8s_instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.QUEUED]))
-    assert Counter((r.tags.get(SITE_TAG), r.tags.get("ptz/reason")) for r in queued) == {
+    assert Counter(_routing(r.tags) for r in queued) == {
         **backfills,
-        (None, None): 3,  # calibrate_camera for the three new cameras
+        (None, None, ()): 3,  # calibrate_camera for the three new cameras
     }

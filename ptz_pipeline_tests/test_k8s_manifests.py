@@ -17,7 +17,7 @@ import kubernetes
 import pytest
 import yaml
 
-from ptz_pipeline.grouped import SITE_TAG
+from ptz_pipeline.grouped import CAPTURE_QUEUES, site_tags
 from ptz_pipeline.partitions import camera_hour_range_tags, camera_partitions, recent_hours
 from ptz_pipeline_tests.conftest import REPO_ROOT
 from ptz_pipeline_tests.deploy import (
@@ -82,8 +82,7 @@ def test_a_site_hour_run_is_one_pod_with_the_profiles_image_secrets_resources_an
 ) -> None:
     hours = recent_hours(datetime.now(UTC), 1)
     tags = {
-        SITE_TAG: "site-a",
-        "ptz/reason": "hourly active",
+        **site_tags("site-a", "hourly active", CAPTURE_QUEUES["active"]),
         **camera_hour_range_tags(["site-a__cam-1"], hours),
     }
     instance.add_dynamic_partitions(camera_partitions.name, ["site-a__cam-1"])

@@ -59,7 +59,10 @@ def env(tmp_path: Path, slack_server):
 
 
 def _context(defs, resources, instance, cursor=None):
-    return dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources, definitions=defs)
+    """A sensor context with ``devices``, the one resource a sensor uses (the whole set would need a ``with``
+    block: storage's nested S3Resource is set up as a context manager)."""
+    devices = {"devices": resources["devices"]}
+    return dg.build_sensor_context(instance=instance, cursor=cursor, resources=devices, definitions=defs)
 
 
 def _all_keys() -> list[str]:
@@ -96,6 +99,9 @@ def test_hourly_active_capture_requests_one_run_per_site(env) -> None:
         "site-a": [f"site-a__cam-1|{hour}"],
         "site-b": [f"site-b__cam-3|{hour}", f"site-b__cam-5|{hour}"],
     }
+    assert [r.tags for r in result.run_requests] == [  # the active capture lane of the run queue, per site
+        {"ptz/deployment": s, "ptz/capture-active": s, "ptz/reason": "hourly active"} for s in by_site
+    ]
     assert result.cursor == hour
     skipped = sensors.hourly_active_capture(_context(defs, resources, instance, cursor=hour))
     assert not skipped.run_requests
@@ -111,6 +117,10 @@ def test_passive_capture_requests_a_run_per_site_which_records_a_missed_window(e
         "site-a": [f"site-a__cam-2|{hour}"],
         "site-b": [f"site-b__cam-4|{hour}"],
     }
+    assert [r.tags for r in result.run_requests] == [  # the passive lane: never holds back the active one
+        {"ptz/deployment": s, "ptz/capture-passive": s, "ptz/reason": "hourly passive"}
+        for s in ("site-a", "site-b")
+    ]
     assert resources["iceberg"].read_rows().empty and not slack_server.requests  # a sensor writes nothing
     assert not sensors.passive_capture(_context(defs, resources, instance, cursor=hour)).run_requests
 
@@ -150,6 +160,9 @@ def test_failing_camera_gets_a_failure_row_while_others_succeed_and_estimation_f
     # estimation follows the successful capture only, in one run for the site
     follow = sensors.offsets_after_capture(_context(defs, resources, instance))
     assert [grouped.requested_keys(r) for r in follow.run_requests] == [[f"site-b__cam-3|{hour}"]]
+    assert [r.tags for r in follow.run_requests] == [
+        {"ptz/deployment": "site-b", "ptz/estimate": "site-b", "ptz/reason": "captured"}
+    ]
     assert not sensors.offsets_after_capture(
         _context(defs, resources, instance, cursor=follow.cursor)
     ).run_requests
