@@ -4,12 +4,38 @@ and R_align proposal, the daily report, the Iceberg table's maintenance."""
 from __future__ import annotations
 
 import dagster as dg
+import yaml
 
-calibration_job = dg.define_asset_job(
-    "calibrate_camera",
-    selection=dg.AssetSelection.groups("calibration"),
-    description="Intrinsics -> reference scan -> reference features -> R_align for one camera.",
-)
+from ptz_pipeline import settings
+from ptz_pipeline.datasets import REPO_ROOT
+
+CALIBRATION_EXECUTOR_FILE = REPO_ROOT / "deploy" / "instance" / "kubernetes" / "calibration_executor.yaml"
+"""dagster-k8s ``k8s_job_executor`` config of calibrate_camera on Kubernetes: a pod per step, the GPU node
+and resources for reference_features (the image copies it to the same path)."""
+
+
+def k8s_calibration_executor() -> dg.ExecutorDefinition:
+    """dagster-k8s's ``k8s_job_executor`` configured with :data:`CALIBRATION_EXECUTOR_FILE`."""
+    from dagster_k8s import k8s_job_executor  # only a Kubernetes code location needs dagster-k8s loaded
+
+    if not CALIBRATION_EXECUTOR_FILE.is_file():
+        raise FileNotFoundError(f"PTZ_CALIBRATION_EXECUTOR=k8s: {CALIBRATION_EXECUTOR_FILE} is missing")
+    config = yaml.safe_load(CALIBRATION_EXECUTOR_FILE.read_text())
+    return k8s_job_executor.configured(config, name="k8s_calibration_executor")
+
+
+def calibration_job_def(executor: str) -> dg.UnresolvedAssetJobDefinition:
+    """calibrate_camera with ``executor`` (a PTZ_CALIBRATION_EXECUTOR value): ``in_process``, the code
+    location's default, or ``k8s`` (:func:`k8s_calibration_executor`)."""
+    return dg.define_asset_job(
+        "calibrate_camera",
+        selection=dg.AssetSelection.groups("calibration"),
+        description="Intrinsics -> reference scan -> reference features -> R_align for one camera.",
+        executor_def=k8s_calibration_executor() if executor == "k8s" else None,
+    )
+
+
+calibration_job = calibration_job_def(settings.calibration_executor())
 capture_job = dg.define_asset_job("capture_queries", selection=dg.AssetSelection.assets("query_scan"))
 estimate_job = dg.define_asset_job(
     "estimate_offsets", selection=dg.AssetSelection.assets("orientation_offsets")

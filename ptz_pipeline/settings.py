@@ -57,6 +57,9 @@ VARIABLES: dict[str, str] = {
     "AWS_PROFILE": "named AWS profile (boto3's; else the usual AWS_* variables or the instance's role)",
     "PYICEBERG_CATALOG__PTZ__*": f"pyiceberg's catalog `{CATALOG_NAME}` (or `.pyiceberg.yaml`); else SQLite "
     "(production: Glue)",
+    "PTZ_CALIBRATION_EXECUTOR": "`in_process` (default) or `k8s`: `calibrate_camera`'s executor; `k8s` runs "
+    "each step in its own pod, `reference_features` on a GPU node (`deploy/instance/kubernetes/"
+    "calibration_executor.yaml`; needs the kubernetes instance profile)",
     "DAGSTER_HOME": "Dagster's instance folder (runs, events, schedules)",
 }
 """Variable -> meaning; the README's configuration table must name each (test_settings.py)."""
@@ -76,6 +79,20 @@ def _secret(name: str) -> dg.EnvVar | None:
 def model_dir() -> Path:
     """The model cache: ``$PTZ_MODEL_DIR``, else ``.model_cache`` in the repository."""
     return Path(_env("PTZ_MODEL_DIR") or REPO_ROOT / ".model_cache")
+
+
+CALIBRATION_EXECUTORS = ("in_process", "k8s")
+"""The values of PTZ_CALIBRATION_EXECUTOR (ptz_pipeline.jobs builds calibrate_camera with that executor)."""
+
+
+def calibration_executor() -> str:
+    """``$PTZ_CALIBRATION_EXECUTOR`` (``in_process`` by default), checked against CALIBRATION_EXECUTORS."""
+    name = _env("PTZ_CALIBRATION_EXECUTOR", "in_process")
+    if name not in CALIBRATION_EXECUTORS:
+        raise ValueError(
+            f"PTZ_CALIBRATION_EXECUTOR={name!r}: expected one of {', '.join(CALIBRATION_EXECUTORS)}"
+        )
+    return name
 
 
 def _estimation() -> DriftEstimationResource:

@@ -7,12 +7,13 @@ import copy
 import json
 import re
 import tomllib
+from pathlib import Path
 
 import jsonschema
 import pytest
 import yaml
 
-from ptz_pipeline import settings
+from ptz_pipeline import jobs, settings
 from ptz_pipeline_tests.conftest import REPO_ROOT
 from ptz_pipeline_tests.deploy import profile
 
@@ -94,6 +95,7 @@ def test_user_code_deployment_serves_the_definitions_with_documented_settings_an
     assert USER_CODE["includeConfigInLaunchedRuns"] == {"enabled": True}
     mounted = {m["mountPath"] for m in USER_CODE["volumeMounts"]}
     assert any(USER_CODE["env"]["PTZ_DEVICES"].startswith(path + "/") for path in mounted)
+    assert USER_CODE["env"]["PTZ_CALIBRATION_EXECUTOR"] == "k8s"  # GPU pod for reference_features
 
 
 def test_dockerfile_installs_the_pinned_torch_and_the_weights_and_serves_the_chart_port() -> None:
@@ -105,6 +107,8 @@ def test_dockerfile_installs_the_pinned_torch_and_the_weights_and_serves_the_cha
     assert re.search(r"^RUN python -m ptz_pipeline\.model_cache$", dockerfile, re.M)
     assert f"EXPOSE {USER_CODE['port']}" in dockerfile
     ignored = (DEPLOY / "Dockerfile.dockerignore").read_text().split()
-    copied = re.findall(r"^COPY (.+) \S+$", dockerfile, re.M)
-    for source in (s for line in copied for s in line.split()):
+    copies = [line.split() for line in re.findall(r"^COPY (.+)$", dockerfile, re.M)]
+    for source in (s for line in copies for s in line[:-1]):
         assert f"!{source}" in ignored, f"{source} is copied but not in the build context"
+    executor_file = str(jobs.CALIBRATION_EXECUTOR_FILE.relative_to(REPO_ROOT))  # where jobs.py reads it
+    assert [executor_file, str(Path(executor_file).parent) + "/"] in copies

@@ -1,5 +1,6 @@
 """The Kubernetes Jobs that dagster-k8s builds from deploy/instance/kubernetes: one for a run (a site-hour of
-capture_queries) and one for the GPU step of calibrate_camera (reference_features under the k8s_job_executor).
+capture_queries) and one per step of calibrate_camera under the k8s_job_executor that
+PTZ_CALIBRATION_EXECUTOR=k8s selects (reference_features on a GPU node, the other steps without a GPU).
 
 No cluster: the K8sRunLauncher and the executor's step handler build their Jobs for real and hand them to the
 Kubernetes batch API, which records them (ptz_pipeline_tests.deploy). The instance is the kubernetes profile
@@ -8,6 +9,10 @@ with SQLite instead of Postgres (test_instance_profiles.py runs it on a real Pos
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -103,26 +108,70 @@ def test_a_site_hour_run_is_one_pod_with_the_profiles_image_secrets_resources_an
     assert instance.get_run_by_id(run.run_id).tags["dagster/image"] == IMAGE
 
 
-def test_reference_features_step_gets_its_own_gpu_pod(
-    instance: dg.DagsterInstance, location: Path, batch_api: RecordingBatchApi
-) -> None:
-    config = yaml.safe_load((PROFILES / "kubernetes" / "calibration_executor.yaml").read_text())
-    run = launch_step(
-        instance, reconstructable_job(location, "calibrate_camera"), "reference_features", config
-    )
+CALIBRATION_JOB_SCRIPT = """
+import json, dagster_k8s
+from dagster._core.system_config.objects import ResolvedRunConfig
+from ptz_pipeline.definitions import defs
+job = defs.resolve_job_def("calibrate_camera")
+k8s = job.executor_def.executor_creation_fn is dagster_k8s.k8s_job_executor.executor_creation_fn
+config = ResolvedRunConfig.build(job, {}).execution.execution_engine_config
+print(json.dumps({"executor": job.executor_def.name, "k8s_job_executor": k8s, "config": config}))
+"""
 
-    ((namespace, k8s_job),) = batch_api.jobs
+
+def _calibration_job_as_deployed(executor: str, data_dir: Path) -> dict:
+    """calibrate_camera as the code location ``ptz_pipeline.definitions`` builds it in a fresh interpreter
+    with PTZ_CALIBRATION_EXECUTOR=``executor``: its executor's name, whether that is dagster-k8s's
+    k8s_job_executor, and the executor config a run of it resolves (no run config given)."""
+    env = {**os.environ, "PTZ_CALIBRATION_EXECUTOR": executor, "PTZ_DEPLOYMENT": "local"}
+    env |= {"PTZ_DATA_DIR": str(data_dir), "PTZ_DEVICES": str(REPO_ROOT / "devices.yaml")}
+    done = subprocess.run(
+        [sys.executable, "-W", "ignore", "-c", CALIBRATION_JOB_SCRIPT],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_calibration_executor_k8s_gives_reference_features_its_own_gpu_pod(
+    tmp_path: Path, instance: dg.DagsterInstance, location: Path, batch_api: RecordingBatchApi
+) -> None:
+    """PTZ_CALIBRATION_EXECUTOR=k8s: calibrate_camera runs under dagster-k8s's k8s_job_executor with
+    calibration_executor.yaml; the step Jobs it would create: reference_features on a GPU node with one GPU,
+    camera_intrinsics with the run launcher's resources and nodes, no GPU."""
+    built = _calibration_job_as_deployed("k8s", tmp_path / "data")
+    assert built["k8s_job_executor"] and built["executor"] == "k8s_calibration_executor"
+    config = built["config"]
+    file_config = yaml.safe_load((PROFILES / "kubernetes" / "calibration_executor.yaml").read_text())
+    assert config["max_concurrent"] == file_config["max_concurrent"] == 1
+    job = reconstructable_job(location, "calibrate_camera")
+    run = launch_step(instance, job, "reference_features", config)
+    launch_step(instance, job, "camera_intrinsics", config)
+
+    (namespace, gpu_job), (_, cpu_job) = batch_api.jobs
     assert namespace == LAUNCHER["job_namespace"]
-    _assert_launcher_settings(k8s_job)
-    step = config["per_step_k8s_config"]["reference_features"]
-    resources = _container(k8s_job).resources.to_dict()
+    for k8s_job in (gpu_job, cpu_job):
+        _assert_launcher_settings(k8s_job)
+        assert _container(k8s_job).args[:3] == ["dagster", "api", "execute_step"]
+    step = file_config["per_step_k8s_config"]["reference_features"]
+    resources = _container(gpu_job).resources.to_dict()
     assert {k: resources[k] for k in ("requests", "limits")} == step["container_config"]["resources"]
-    spec = k8s_job.spec.template.spec
+    assert resources["requests"]["nvidia.com/gpu"] == resources["limits"]["nvidia.com/gpu"] == "1"
+    spec = gpu_job.spec.template.spec
     run_nodes = LAUNCHER["run_k8s_config"]["pod_spec_config"]["node_selector"]  # amd64, kept
-    assert spec.node_selector == {**run_nodes, **step["pod_spec_config"]["node_selector"]}
+    assert spec.node_selector == {**run_nodes, "nvidia.com/gpu.present": "true"}
     assert [t.to_dict() | {"toleration_seconds": None, "value": None} for t in spec.tolerations] == [
         t | {"toleration_seconds": None, "value": None} for t in step["pod_spec_config"]["tolerations"]
     ]
-    assert _container(k8s_job).args[:3] == ["dagster", "api", "execute_step"]
-    assert k8s_job.metadata.labels["dagster/op"] == "reference_features"
-    assert k8s_job.metadata.labels["dagster/run-id"] == run.run_id
+    assert gpu_job.metadata.labels["dagster/op"] == "reference_features"
+    assert gpu_job.metadata.labels["dagster/run-id"] == run.run_id
+
+    cpu = _container(cpu_job).resources.to_dict()
+    assert cpu["requests"] == LAUNCHER["resources"]["requests"] and "nvidia.com/gpu" not in cpu["limits"]
+    cpu_spec = cpu_job.spec.template.spec
+    assert cpu_spec.node_selector == run_nodes and not cpu_spec.tolerations
+    assert cpu_job.metadata.labels["dagster/op"] == "camera_intrinsics"
+
+
+def test_calibration_executor_default_is_the_locations_in_process_executor(tmp_path: Path) -> None:
+    assert _calibration_job_as_deployed("in_process", tmp_path / "data")["executor"] == "in_process"

@@ -134,3 +134,15 @@ def test_the_readme_production_environment_is_the_settings() -> None:
         settings.DEFAULT_BUCKET,
     )
     assert f"s3://<bucket>/{settings.ICEBERG_PREFIX}/ptz.db/calibration_results/" in section
+
+
+def test_calibration_executor_is_in_process_unless_k8s_and_rejects_other_values(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("PTZ_CALIBRATION_EXECUTOR", raising=False)
+    assert settings.calibration_executor() == "in_process"
+    monkeypatch.setenv("PTZ_CALIBRATION_EXECUTOR", "k8s")
+    assert settings.calibration_executor() == "k8s"
+    monkeypatch.setenv("PTZ_CALIBRATION_EXECUTOR", "gpu")
+    with pytest.raises(ValueError, match="PTZ_CALIBRATION_EXECUTOR='gpu': expected one of in_process, k8s"):
+        settings.calibration_executor()
