@@ -181,16 +181,19 @@ def cmd_collect_reference(args: argparse.Namespace) -> int:
     failed = 0
     for cam in cams:
         grid = reference_grid(cam, args.horizontal_stops, args.vertical_stops)
+        stops = cam.model_copy(update={"reference": grid}).reference_stops()  # grid, then zoom levels
         try:
             with closing(open_camera(cam)) as ptz:
-                images, telemetry = scan_reference(ptz, grid.stops(), _progress(cam.key))
+                images, telemetry = scan_reference(ptz, stops, _progress(cam.key))
         except CameraError as exc:  # the other cameras are still collected
             print(_capture_failed(exc), file=sys.stderr)
             failed += 1
             continue
         folder = Path(args.out) / cam.name if len(cams) > 1 else Path(args.out)
         manifest = write_scan_folder(folder, cam.key, "reference", images, telemetry)
-        print(f"{cam.key}: {grid.horizontal_stops} x {grid.vertical_stops} stops -> {manifest}")
+        zoomed = len(stops) - grid.horizontal_stops * grid.vertical_stops
+        extra = f" + {zoomed} at zoom levels {grid.zoom_levels}" if zoomed else ""
+        print(f"{cam.key}: {grid.horizontal_stops} x {grid.vertical_stops} stops{extra} -> {manifest}")
     return 1 if failed else 0
 
 
@@ -316,7 +319,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="report.xlsx")
     p.set_defaults(func=cmd_offsets)
     p = sub.add_parser(
-        "collect-reference", help="reference grid scan of devices.yaml cameras -> scan folder(s)"
+        "collect-reference",
+        help="reference scan of devices.yaml cameras (grid, then reference.zoom_levels) -> scan folder(s)",
     )
     _camera_arguments(p, "camera name (default: every camera of the deployment, one sub-folder each)")
     p.add_argument("--horizontal-stops", type=_count, help="pan stops (default: devices.yaml, else 16)")

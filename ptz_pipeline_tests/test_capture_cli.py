@@ -96,6 +96,25 @@ def test_collect_reference_one_camera_with_grid_from_the_command_line(devices: P
     assert Image.open(out / frames[0].image).size == (320, 240)
 
 
+def test_collect_reference_scans_the_zoom_levels_after_the_grid(tmp_path: Path) -> None:
+    """With ``reference.zoom_levels`` (intrinsics: self) the scan holds the grid, then 2 x 2 stops per level,
+    as the reference_scan asset scans them (the self-calibration's zoom curve needs them)."""
+    zoomed = {
+        "name": "cam-z",
+        "intrinsics": "self",
+        "reference": {**GRID, "zoom_levels": [0.5]},
+        "zoom_focal_ratio": [[0.0, 1.0], [1.0, 3.0]],
+        "backend": SIM,
+    }
+    devices = tmp_path / "devices.yaml"
+    devices.write_text(json.dumps([{"name": "site-z", "cameras": [zoomed]}]))
+    argv = ["collect-reference", "--devices", str(devices), "--device", "site-z"]
+    assert main([*argv, "--out", str(tmp_path / "r")]) == 0
+    frames = ptz(stored_frames(tmp_path / "r"))
+    np.testing.assert_allclose(frames, camera(devices, "site-z__cam-z").reference_stops())
+    assert len(frames) == 6 + 4 and np.all(frames[6:, 2] == 0.5)
+
+
 def test_extract_query_active_visits_every_stop(devices: Path, tmp_path: Path) -> None:
     argv = ["extract-query", "--devices", str(devices), "--device", "site-a"]
     assert main([*argv, "--camera", "cam-1", "--out", str(tmp_path / "q1")]) == 0
