@@ -102,16 +102,17 @@ def test_drift_after_estimate_requests_one_view_run_per_site(env) -> None:
             dg.AssetMaterialization(ORIENTATION_OFFSETS, partition=str(camera_hour_key(camera, hour)))
         )
     defs = build_definitions(resources)
-    context = dg.build_sensor_context(instance=instance, definitions=defs, resources=resources)
-    result = sensors.drift_after_estimate(context)
+    # resources set up as in the daemon (storage's S3Resource is a context manager)
+    with dg.build_sensor_context(instance=instance, definitions=defs, resources=resources) as context:
+        result = sensors.drift_after_estimate(context)
     assert {r.tags[grouped.SITE_TAG]: grouped.requested_keys(r) for r in result.run_requests} == {
         "site-a": ["site-a__cam-1", "site-a__cam-2"],
         "site-b": ["site-b__cam-3"],
     }
-    again = dg.build_sensor_context(
+    with dg.build_sensor_context(
         instance=instance, definitions=defs, resources=resources, cursor=result.cursor
-    )
-    assert not sensors.drift_after_estimate(again).run_requests
+    ) as again:
+        assert not sensors.drift_after_estimate(again).run_requests
 
 
 APPLIED_HOUR = 30
