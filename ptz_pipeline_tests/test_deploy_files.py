@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import re
 import tomllib
 from pathlib import Path
@@ -87,12 +88,11 @@ def test_helm_values_describe_the_kubernetes_profiles_instance() -> None:
 def test_user_code_deployment_serves_the_definitions_with_documented_settings_and_secrets() -> None:
     pyproject = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
     assert USER_CODE["dagsterApiGrpcArgs"] == ["-m", pyproject["tool"]["dagster"]["module_name"]]
-    assert set(USER_CODE["env"]) <= set(settings.VARIABLES) | {
-        f"PYICEBERG_CATALOG__PTZ__{k}" for k in ("TYPE", "WAREHOUSE", "URI")
-    }
+    assert set(USER_CODE["env"]) <= set(settings.VARIABLES)
     assert USER_CODE["env"]["PTZ_DEPLOYMENT"] in settings.RESOURCES_BY_DEPLOYMENT
     assert USER_CODE["envSecrets"] == HELM_LAUNCHER["envSecrets"]  # the same secrets in every pod
     assert USER_CODE["includeConfigInLaunchedRuns"] == {"enabled": True}
+    assert USER_CODE["resources"] == HELM_LAUNCHER["resources"]  # they reach run pods, over the launcher's
     mounted = {m["mountPath"] for m in USER_CODE["volumeMounts"]}
     assert any(USER_CODE["env"]["PTZ_DEVICES"].startswith(path + "/") for path in mounted)
     assert USER_CODE["env"]["PTZ_CALIBRATION_EXECUTOR"] == "k8s"  # GPU pod for reference_features
@@ -112,3 +112,40 @@ def test_dockerfile_installs_the_pinned_torch_and_the_weights_and_serves_the_cha
         assert f"!{source}" in ignored, f"{source} is copied but not in the build context"
     executor_file = str(jobs.CALIBRATION_EXECUTOR_FILE.relative_to(REPO_ROOT))  # where jobs.py reads it
     assert [executor_file, str(Path(executor_file).parent) + "/"] in copies
+
+
+def test_user_code_environment_is_production_on_the_seeds_bucket_and_region_with_athena(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The Helm values' environment alone (as the code location and its run pods have it) gives the README's
+    production: storage in s3://camera-calibration-monitoring, calibration_results in AWS Glue in us-east-1
+    with its warehouse in that bucket, Athena's workgroup ptz; no PTZ_STORAGE_URL or pyiceberg catalog
+    overrides those settings."""
+    env = USER_CODE["env"]
+    assert "PTZ_STORAGE_URL" not in env and not [k for k in env if k.startswith("PYICEBERG_")]
+    monkeypatch.setenv("HOME", str(tmp_path))  # no developer's ~/.pyiceberg.yaml
+    for name in [n for n in os.environ if n.startswith(("PTZ_", "PYICEBERG_", "AWS_", "SLACK_"))]:
+        monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    resources = settings.deployment_resources()
+    storage, iceberg, athena = resources["storage"], resources["iceberg"], settings.athena_resource()
+    assert storage.url == "s3://camera-calibration-monitoring" and storage.s3.region_name == "us-east-1"
+    assert iceberg.catalog_properties == {
+        "type": "glue",
+        "glue.region": "us-east-1",
+        "s3.region": "us-east-1",
+        "warehouse": "s3://camera-calibration-monitoring/iceberg",
+    }
+    assert (athena.workgroup, athena.region_name) == ("ptz", "us-east-1")
+
+
+def test_readme_production_environment_is_the_helm_values() -> None:
+    """README "S3, Glue and Athena" shows the environment of the code location and run pods: the values'."""
+    readme = (REPO_ROOT / "README.md").read_text()
+    block = readme.split("The environment of the code location and of the run pods", 1)[1]
+    block = block.split("```bash\n", 1)[1].split("```", 1)[0]
+    lines = [line.split("#", 1)[0].strip() for line in block.splitlines()]
+    shown = dict(line.split("=", 1) for line in lines if re.match(r"^[A-Z0-9_]+=", line))
+    assert shown and shown == {k: v for k, v in USER_CODE["env"].items() if k in shown}
+    assert {"PTZ_DEPLOYMENT", "PTZ_AWS_REGION", "PTZ_S3_BUCKET", "PTZ_ATHENA_WORKGROUP"} <= set(shown)

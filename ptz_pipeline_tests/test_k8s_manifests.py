@@ -21,6 +21,7 @@ import dagster as dg
 import kubernetes
 import pytest
 import yaml
+from dagster._core.definitions.reconstruct import ReconstructableRepository
 
 from ptz_pipeline.grouped import CAPTURE_QUEUES, site_tags
 from ptz_pipeline.partitions import camera_hour_range_tags, camera_partitions, recent_hours
@@ -106,6 +107,58 @@ def test_a_site_hour_run_is_one_pod_with_the_profiles_image_secrets_resources_an
     assert container.args[:3] == ["dagster", "api", "execute_run"]  # the whole run, in-process, in the pod
     assert k8s_job.metadata.labels["dagster/run-id"] == run.run_id
     assert instance.get_run_by_id(run.run_id).tags["dagster/image"] == IMAGE
+
+
+HELM_VALUES = yaml.safe_load((REPO_ROOT / "deploy" / "helm" / "values.yaml").read_text())
+(HELM_USER_CODE,) = HELM_VALUES["dagster-user-deployments"]["deployments"]
+HELM_USER_ENV = f"ptz-dagster-user-deployments-{HELM_USER_CODE['name']}-user-env"
+"""The ConfigMap the chart fills with the user deployment's ``env`` (release ptz)."""
+
+
+def _helm_container_context(deployment: dict) -> dict:
+    """The container context the chart gives a code location with includeConfigInLaunchedRuns (dagster 1.13's
+    dagster-user-deployments template ``dagsterUserDeployments.k8sContainerContext``): run pods get it."""
+    return {
+        "k8s": {
+            "image_pull_policy": deployment["image"]["pullPolicy"],
+            "env_config_maps": [HELM_USER_ENV, *(m["name"] for m in deployment.get("envConfigMaps", []))],
+            "env_secrets": [s["name"] for s in deployment["envSecrets"]],
+            "volume_mounts": deployment["volumeMounts"],
+            "volumes": deployment["volumes"],
+            "resources": deployment["resources"],
+            "namespace": "ptz",
+            "service_account_name": "ptz-dagster-user-deployments-user-deployments",
+        }
+    }
+
+
+def test_a_run_pod_under_the_helm_chart_gets_the_user_code_environment_and_the_run_resources(
+    instance: dg.DagsterInstance, location: Path, batch_api: RecordingBatchApi
+) -> None:
+    """A run launched from the chart's code location: environment from the user-env ConfigMap (the values'
+    env: PTZ_S3_BUCKET, PTZ_AWS_REGION, PTZ_ATHENA_WORKGROUP, ...) and the secrets, devices.yaml mounted where
+    PTZ_DEVICES points, and the resources of a run (1 CPU, 2-4 GiB), not less."""
+    assert {"PTZ_S3_BUCKET", "PTZ_AWS_REGION", "PTZ_ATHENA_WORKGROUP"} <= set(HELM_USER_CODE["env"])
+    repository = ReconstructableRepository.for_file(
+        str(location), "defs", str(REPO_ROOT), container_image=IMAGE,
+        container_context=_helm_container_context(HELM_USER_CODE),
+    )  # fmt: skip
+    job = repository.get_reconstructable_job("capture_queries")
+    run = instance.create_run_for_job(job.get_definition(), job_code_origin=job.get_python_origin())
+    instance.launch_run(run.run_id, workspace=None)
+
+    ((_, k8s_job),) = batch_api.jobs
+    container = _container(k8s_job)
+    secrets, config_maps = _env_from(container)
+    assert HELM_USER_ENV in config_maps and {"ptz-aws", "ptz-slack", "ptz-cameras"} <= secrets
+    assert not {e.name for e in container.env} & {"PTZ_STORAGE_URL", "PYICEBERG_CATALOG__PTZ__TYPE"}
+    mounts = {m.mount_path for m in container.volume_mounts}
+    assert str(Path(HELM_USER_CODE["env"]["PTZ_DEVICES"]).parent) in mounts
+    resources = container.resources.to_dict()
+    assert {k: resources[k] for k in ("requests", "limits")} == {
+        "requests": {"cpu": "1", "memory": "2Gi"},
+        "limits": {"memory": "4Gi"},
+    }
 
 
 CALIBRATION_JOB_SCRIPT = """
