@@ -22,6 +22,10 @@ zoom). Overlapping frames fix the intrinsics (Hartley 1997, "Self-calibration of
    inliers; then every candidate match of every pair that this model explains within
    ``inlier_threshold_px`` (edge matches that the homographies rejected for distortion, too) enters a plain
    least-squares pass that gives the estimate and its covariance (scaled by the residuals' reduced χ²).
+4. The lowest zoom level's calibration covariance in the chessboard's 9 parameters (fx, fy, cx, cy, k1, k2,
+   p1, p2, k3; :attr:`SelfCalibration.covariance`), with honest terms for what the model ties (fy = fx) or
+   fixes (p1 = p2 = k3 = 0): the drift estimate corrects the calibration and carries its uncertainty into σ
+   with it, as it does the chessboard's (:mod:`geometry.drift.calibration`).
 
 The adjustment's dense linear algebra is small (rows: 2 per observation, columns: a few per frame): on a
 shared CPU, limit BLAS to one thread around the call (``threadpoolctl.threadpool_limits(1)``).
@@ -97,7 +101,15 @@ class SelfCalConfig:
     """Assumed σ of a keypoint's position; weighs the pixel residuals against the priors (the covariance is
     rescaled by the measured residuals)."""
     distortion_prior_sigma: float = 1.0
-    """Weak prior σ of k1 and k2 around 0: keeps them finite where a narrow field of view barely sees them."""
+    """Weak prior σ of k1 and k2 around 0: keeps them finite where a narrow field of view barely sees them.
+    Also the prior σ of k3 (fixed at 0) in :attr:`SelfCalibration.covariance`."""
+    tangential_prior_sigma: float = 0.005
+    """Prior σ of the tangential distortion p1, p2 (fixed at 0) in :attr:`SelfCalibration.covariance`:
+    decentering of assembled lenses is typically |p| <= 1e-3; 0.005 moves a 60° view's corner by ~2 px,
+    which the scan's residuals would show (they, not this prior, then bound it)."""
+    square_pixel_sigma_fraction: float = 0.01
+    """σ of fy - fx (fy is fx: square pixels) as a fraction of σ(fx) in :attr:`SelfCalibration.covariance`:
+    a tiny independent part that keeps the covariance invertible."""
     max_pair_angle_deg: float = 90.0
     """Frames of one zoom level are matched when their optical axes are at most this far apart."""
     cross_zoom_neighbours: int = 2
@@ -134,6 +146,8 @@ class SelfCalConfig:
             "telemetry_sigma_deg": self.telemetry_sigma_deg,
             "keypoint_sigma_px": self.keypoint_sigma_px,
             "distortion_prior_sigma": self.distortion_prior_sigma,
+            "tangential_prior_sigma": self.tangential_prior_sigma,
+            "square_pixel_sigma_fraction": self.square_pixel_sigma_fraction,
             "max_pair_angle_deg": self.max_pair_angle_deg,
             "homography_threshold": self.homography_threshold,
             "inlier_threshold_px": self.inlier_threshold_px,
@@ -192,6 +206,9 @@ class SelfCalibration:
     pairs: tuple[tuple[str, str, int], ...]
     rotations: np.ndarray
     max_telemetry_correction_deg: float
+    covariance: np.ndarray
+    """(9, 9): the lowest zoom level's calibration, :data:`geometry.intrinsics.CALIBRATION_PARAMETERS` (fx,
+    fy, cx, cy pixels; k1, k2, p1, p2, k3), as :meth:`_Adjustment.calibration_covariance` derives it."""
 
     @property
     def intrinsics(self) -> Intrinsics:
@@ -668,6 +685,13 @@ class _Adjustment:
         """Per observation ``R_iᵀ B_p`` (N, 3, 3): track coordinates (a, b, 1) -> camera frame."""
         return self.rotations(x).transpose(0, 2, 1)[self.frame] @ self.B[self.track]
 
+    def _camera_points(self, RtB: np.ndarray, ab: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per observation its track's direction in the camera frame X (N, 3), its normalised image point
+        ``xy = (X_x, X_y) / X_z`` (N, 2) and ``|xy|²`` (N, 1)."""
+        X = np.einsum("nij,nj->ni", RtB, np.hstack([ab[self.track], np.ones((len(self.track), 1))]))
+        xy = X[:, :2] / X[:, 2:3]
+        return X, xy, np.einsum("ni,ni->n", xy, xy)[:, None]
+
     def _model(
         self, x: np.ndarray, RtB: np.ndarray, ab: np.ndarray, camera_jacobian: bool
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
@@ -675,10 +699,8 @@ class _Adjustment:
         :meth:`_track_to_camera`), their derivatives with respect to the observation's track (N, 2, 2) and,
         with ``camera_jacobian``, to its camera parameters (N, 2, 8)."""
         c, lv, delta = self.split(x)
-        X = np.einsum("nij,nj->ni", RtB, np.hstack([ab[self.track], np.ones((len(self.track), 1))]))
+        X, xy, r2 = self._camera_points(RtB, ab)
         z = X[:, 2:3]
-        xy = X[:, :2] / z
-        r2 = np.einsum("ni,ni->n", xy, xy)[:, None]
         f, k1, k2 = (v[:, None] for v in lv[self.level].T)
         radial = 1.0 + r2 * (k1 + r2 * k2)
         sigma = self.config.keypoint_sigma_px
@@ -735,9 +757,7 @@ class _Adjustment:
         J = np.zeros((n, 2, len(x)))
         for k in range(self.cols.shape[1]):
             J[np.arange(n), :, self.cols[:, k]] = J_local[:, :, k]
-        T = self._sum_per_track(J_track.transpose(0, 2, 1) @ J)
-        M_inv = _inverse_2x2(self._sum_per_track(J_track.transpose(0, 2, 1) @ J_track))
-        J -= J_track @ (M_inv @ T)[self.track]
+        J = self._project_out_tracks(J_track, J)
         k = 2 + _LEVEL_PARAMS * self.n_levels
         rotation_rows = np.zeros((3 * self.n_frames, len(x)))
         rotation_rows[:, k:] = np.eye(3 * self.n_frames) / np.radians(self.config.telemetry_sigma_deg)
@@ -745,6 +765,32 @@ class _Adjustment:
         columns = (2 + _LEVEL_PARAMS * np.arange(self.n_levels)[:, None] + np.array([1, 2])).ravel()
         distortion_rows[np.arange(len(columns)), columns] = 1.0 / self.config.distortion_prior_sigma
         return np.vstack([J.reshape(2 * n, len(x)), rotation_rows, distortion_rows])
+
+    def _project_out_tracks(self, J_track: np.ndarray, J: np.ndarray) -> np.ndarray:
+        """Pixel-residual derivatives J (N, 2, k) with their projection onto the tracks' parameters taken out
+        (Kaufman: J - J_t M⁻¹ Σ J_tᵀ J per track, ``J_track`` (N, 2, 2))."""
+        T = self._sum_per_track(J_track.transpose(0, 2, 1) @ J)
+        M_inv = _inverse_2x2(self._sum_per_track(J_track.transpose(0, 2, 1) @ J_track))
+        return J - J_track @ (M_inv @ T)[self.track]
+
+    def fixed_distortion_jacobian(self, x: np.ndarray) -> np.ndarray:
+        """Derivatives (2N, 3) of the pixel residuals with respect to the lowest zoom level's distortion terms
+        that the model fixes at 0, (p1, p2, k3) (OpenCV's tangential and sixth-order radial terms), the
+        tracks projected out as in :meth:`jacobian`; zero for the observations of other levels."""
+        RtB, ab = self._solve_tracks(x)
+        _, J_track, _ = self._model(x, RtB, ab, camera_jacobian=False)
+        _, xy, r2 = self._camera_points(RtB, ab)
+        f = self.split(x)[1][self.level, 0] * (self.level == 0) / self.config.keypoint_sigma_px
+        u, v = xy[:, 0], xy[:, 1]
+        d = np.stack(
+            [
+                np.stack([2.0 * u * v, r2[:, 0] + 2.0 * v * v], axis=1),  # p1
+                np.stack([r2[:, 0] + 2.0 * u * u, 2.0 * u * v], axis=1),  # p2
+                xy * r2**3,  # k3
+            ],
+            axis=2,
+        )
+        return self._project_out_tracks(J_track, d * f[:, None, None]).reshape(-1, 3)
 
     def solve(self, x0: np.ndarray, robust: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Adjusted camera parameters from x0 (Huber loss when ``robust``) with the Jacobian and the
@@ -763,11 +809,53 @@ class _Adjustment:
         )
         return result.x, self.jacobian(result.x), self.residuals(result.x)
 
+    def residual_variance(self, J: np.ndarray, residuals: np.ndarray) -> float:
+        """Reduced χ² of the (whitened) residuals: 2 degrees of freedom per track taken off, and one per
+        column of J."""
+        dof = max(len(residuals) - J.shape[1] - 2 * self.n_tracks, 1)
+        return float(residuals @ residuals) / dof
+
     def covariance(self, J: np.ndarray, residuals: np.ndarray) -> np.ndarray:
         """Covariance of the camera parameters (the tracks eliminated), scaled by the reduced χ² of the
-        residuals (2 degrees of freedom per track taken off)."""
-        dof = max(len(residuals) - J.shape[1] - 2 * self.n_tracks, 1)
-        return np.linalg.inv(J.T @ J) * float(residuals @ residuals) / dof
+        residuals."""
+        return np.linalg.inv(J.T @ J) * self.residual_variance(J, residuals)
+
+    def calibration_covariance(self, x: np.ndarray, J: np.ndarray, residuals: np.ndarray) -> np.ndarray:
+        """Covariance (9 x 9, :data:`geometry.intrinsics.CALIBRATION_PARAMETERS`: fx, fy, cx, cy pixels;
+        k1, k2, p1, p2, k3) of the lowest zoom level's calibration, for the drift estimate's share of σ and
+        its correction by the reference scan (:class:`geometry.drift.CalibrationUncertainty`).
+
+        From the adjustment's normal equations at its solution (``J``, ``residuals``: the whitened Jacobian
+        and residuals, tracks eliminated), every other parameter (frame rotations, other zoom levels)
+        marginalised, scaled by the residuals' reduced χ². The model ties or fixes some of the 9:
+
+        - p1, p2, k3 are fixed at 0, which is an assumption, not a measurement. They enter as 3 more columns
+          of the normal equations (:meth:`fixed_distortion_jacobian`) with a weak prior around 0,
+          σ ``tangential_prior_sigma`` for p1, p2 and ``distortion_prior_sigma`` (as k1, k2) for k3: their
+          variance is what the scan's residuals leave of that prior (the scan could not have missed a
+          larger term; where it barely sees one, a narrow field of view, the prior remains), and the other
+          parameters' covariance grows by what the fixed terms could have biased them (their correlations).
+        - fy is fx (square pixels): fy = fx + e with e independent, σ(e) = ``square_pixel_sigma_fraction``
+          x σ(fx), so fy has fx's variance plus that small part, correlation ~1: the matrix inverts (the
+          drift's calibration correction uses its inverse as a prior) while a correction can hardly move
+          fx and fy apart.
+        """
+        prior = np.array(
+            [self.config.tangential_prior_sigma] * 2 + [self.config.distortion_prior_sigma], dtype=float
+        )
+        n_prior = 3 * self.n_frames + 2 * self.n_levels
+        fixed = np.vstack([self.fixed_distortion_jacobian(x), np.zeros((n_prior, 3)), np.diag(1.0 / prior)])
+        J_all = np.hstack([np.vstack([J, np.zeros((3, J.shape[1]))]), fixed])
+        full = self.covariance(J_all, np.concatenate([residuals, np.zeros(3)]))
+        n = J.shape[1]
+        # [f, cx, cy, k1, k2, p1, p2, k3] of the lowest level
+        C = full[np.ix_(*[[2, 0, 1, 3, 4, n, n + 1, n + 2]] * 2)]
+        tie = np.zeros((9, 8))
+        tie[0, 0] = tie[1, 0] = 1.0
+        tie[2:, 1:] = np.eye(7)
+        covariance = tie @ C @ tie.T
+        covariance[1, 1] += (self.config.square_pixel_sigma_fraction**2) * C[0, 0]
+        return covariance
 
 
 def _result(
@@ -840,4 +928,5 @@ def _result(
         pairs=tuple((used_names[i], used_names[j], len(m)) for i, j, m in pair_matches),
         rotations=R,
         max_telemetry_correction_deg=float(corrections[worst]),
+        covariance=problem.calibration_covariance(x, J, residuals),
     )

@@ -181,6 +181,47 @@ def test_reference_grid_meets_the_targets(
     assert np.max(adjusted) < 0.05 and (noise_deg == 0 or np.max(adjusted) < np.max(telemetry_error) / 2)
 
 
+COVARIANCE_LENSES = [(60.0, 240, -0.08, 0.02), (75.0, 180, -0.15, 0.03), (45.0, 240, -0.03, 0.0)]
+"""(hfov degrees, image height at width 320, k1, k2) of the lenses whose covariance is checked."""
+
+
+def test_covariance_is_consistent_with_the_errors() -> None:
+    """The 9 x 9 covariance (fx, fy, cx, cy, k1, k2, p1, p2, k3) of three lenses x two seeds (nuisances,
+    0.05° telemetry noise; two tilt rows, pan step 0.7 x the field of view) is symmetric positive definite,
+    ties fy to fx (correlation ~1, a small independent part), keeps the fixed terms' variance at most their
+    prior, and the errors of f, cx, cy, k1 against the simulator's truth are within 3σ, with σ not inflated
+    (RMS of error / σ at least 0.3)."""
+    config = SelfCalConfig(max_pair_angle_deg=60.0, max_matches_per_pair=150)
+    z = []
+    for hfov, height, k1, k2 in COVARIANCE_LENSES:
+        for seed in (1, 2):
+            spec = SimulatedBackend(
+                kind="simulated", image_width=W, image_height=height, hfov_deg=hfov,
+                dist=(k1, k2, 0.0, 0.0, 0.0), nuisances=True, seed=seed,
+            )  # fmt: skip
+            vfov = 2.0 * np.degrees(np.arctan(np.tan(np.radians(hfov / 2.0)) * height / W))
+            pans = np.arange(0.0, 360.0 - 0.7 * hfov + 1e-9, 0.7 * hfov)
+            stops = [(float(pan), tilt) for tilt in (-5.0, -5.0 - 0.6 * vfov) for pan in pans]
+            frames = with_telemetry_noise(sim_frames(spec, stops), 0.05, seed)
+            result = self_calibrate(frames, MutualNNMatcher(), config)
+            C = result.covariance
+            assert C.shape == (9, 9) and np.all(np.isfinite(C))
+            np.testing.assert_allclose(C, C.T, rtol=0, atol=1e-12 * np.abs(C).max())
+            assert np.linalg.eigvalsh(C).min() > 0
+            np.linalg.cholesky(C)
+            sigma = np.sqrt(np.diag(C))
+            assert C[0, 1] / (sigma[0] * sigma[1]) > 0.999 and C[1, 1] > C[0, 0]
+            assert sigma[6] <= config.tangential_prior_sigma and sigma[8] <= config.distortion_prior_sigma
+            truth = spec.intrinsics
+            K = result.intrinsics.K
+            error = [K[0, 0] - truth.fx, K[0, 2] - truth.K[0, 2], K[1, 2] - truth.K[1, 2]]
+            error.append(result.intrinsics.dist[0] - truth.dist[0])
+            z.append(np.array(error) / sigma[[0, 2, 3, 4]])
+    z = np.abs(np.array(z))
+    print(f"\n|error| / σ of f, cx, cy, k1 per lens and seed:\n{z.round(2)}")
+    assert z.max() <= 3.0 and np.sqrt(np.mean(z**2)) >= 0.3, z
+
+
 def test_no_overlap_is_an_error() -> None:
     frames = sim_frames(sim_spec(True), [(float(pan), -10.0) for pan in range(0, 360, 90)])
     with pytest.raises(SelfCalibrationError, match="overlap"):
