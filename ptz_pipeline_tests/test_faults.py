@@ -16,6 +16,8 @@ import dagster as dg
 import pandas as pd
 import pytest
 import yaml
+from pyiceberg.catalog.sql import SqlCatalog
+from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.schema import Schema
 
 from ptz_pipeline import versions
@@ -211,35 +213,66 @@ def test_a_silent_storage_endpoint_costs_each_camera_hour_its_deadline(
         assert f"no answer to exists {manifest!r} in storage s3://silent/ptz" in logs
 
 
-def test_two_concurrent_committers_both_land(tmp_path: Path) -> None:
-    """Two sites replace their rows at the same moment, rewriting one shared data file: pyiceberg reports a
-    conflict (ValidationException) to one of them, which replace_rows re-plans; no row is lost."""
+def test_two_concurrent_committers_both_land(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two cameras of one site, one hour (one day x deployment partition), replace their rows at the same
+    moment: in each of three rounds both plan on the same table state and commit together; the catalog
+    rejects one (CommitFailedException) and pyiceberg retries it on the new state. In the first round both
+    rewrite the one data file holding both rows, so the retry fails validation (the file is gone) and
+    replace_rows re-plans. Both land every round, no row is lost."""
     warehouse = str(tmp_path / "wh")
-    shared = [row(f"site-{s}__cam-1", HOUR) for s in "ab"]
-    IcebergResource(warehouse_dir=warehouse).replace_rows([r["partition_key"] for r in shared], shared)
-    barrier = threading.Barrier(2)
+    cameras = ["site-a__cam-1", "site-a__cam-2"]
+    shared = [row(camera, HOUR) for camera in cameras]
+    setup = IcebergResource(warehouse_dir=warehouse)
+    setup.replace_rows([r["partition_key"] for r in shared], shared)
+    assert len(list(setup.ensure_table().scan().plan_files())) == 1  # both cameras' rows in one data file
+
+    rounds = 3
+    planned, committed = threading.Barrier(2), threading.Barrier(2)
+    gate = threading.local()  # a thread's first commit of a round waits for the other's
+    rejected: list[str] = []
+    commit_table = SqlCatalog.commit_table
+
+    def commit_together(catalog: SqlCatalog, *args: object, **kwargs: object) -> object:
+        if getattr(gate, "first_commit", False):
+            gate.first_commit = False
+            committed.wait()
+        try:
+            return commit_table(catalog, *args, **kwargs)
+        except CommitFailedException:
+            rejected.append(threading.current_thread().name)
+            raise
+
+    monkeypatch.setattr(SqlCatalog, "commit_table", commit_together)
     errors: list[BaseException] = []
 
-    def site(name: str) -> None:
+    def camera(index: int) -> None:
         resource = IcebergResource(warehouse_dir=warehouse)
         try:
-            for i in range(3):
-                mine = row(f"site-{name}__cam-1", HOUR, yaw=0.1 * i, run_id=f"{name}{i}")
+            for i in range(rounds):
+                mine = row(cameras[index], HOUR, yaw=0.1 * i, run_id=f"cam-{index + 1}.{i}")
                 resource.ensure_table()
-                barrier.wait()
+                planned.wait()
+                gate.first_commit = True
                 resource.replace_rows([mine["partition_key"]], [mine])
         except BaseException as exc:  # reported in the test's thread
             errors.append(exc)
-            barrier.abort()
+            planned.abort()
+            committed.abort()
 
-    threads = [threading.Thread(target=site, args=(name,)) for name in "ab"]
+    threads = [threading.Thread(target=camera, args=(i,), name=f"cam-{i + 1}") for i in range(2)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     assert errors == []
+    assert len(rejected) >= rounds  # each round one of the two simultaneous commits was refused, then retried
+    replans = [r.getMessage() for r in caplog.records if "conflicted with another writer" in r.getMessage()]
+    assert any("ValidationException" in message for message in replans), replans  # the shared file
     frame = IcebergResource(warehouse_dir=warehouse).read_rows()
-    assert sorted(frame["run_id"]) == ["a2", "b2"]
+    assert sorted(frame["run_id"]) == ["cam-1.2", "cam-2.2"]
+    assert sorted(frame["device_id"]) == ["cam-1", "cam-2"]
 
 
 def test_ensure_table_leaves_no_orphan_metadata(tmp_path: Path) -> None:
