@@ -1,8 +1,9 @@
 """Integration: camera_intrinsics with devices.yaml ``intrinsics: self`` through the assets, against the
 simulator's truth. A self-calibrated camera and a chessboard-calibrated twin (same lens, mount and drift, one
 fleet, one bench) are calibrated by the calibrate_camera job and estimated for the same hours: the
-self-calibrated K meets the issue's targets (focal <= 0.3 %, principal point <= 2 px) and its drift is as
-good as the chessboard K's."""
+self-calibrated K meets the issue's targets (focal <= 0.3 %, principal point <= 2 px) and, stored with its
+covariance (corrected by the reference scan, its uncertainty in σ, as the chessboard's), its drift is as good
+as the chessboard K's, with a sane σ."""
 
 from datetime import UTC, datetime
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ptz_pipeline.assets.common import load_intrinsics
+from ptz_pipeline.assets.common import load_calibration_uncertainty, load_intrinsics
 from ptz_pipeline.demo import calibrate_simulated
 from ptz_pipeline.partitions import recent_hours
 from ptz_pipeline.resources.slack import SlackResource
@@ -42,19 +43,26 @@ def _camera(name: str, method: str, reference: dict | None = None, **backend: ob
     }  # fmt: skip
 
 
-def _errors(p: Pipeline, key: str) -> np.ndarray:
-    """|estimate - truth| (degrees) per hour and angle of camera ``key``'s rows."""
+def _errors_and_sigmas(p: Pipeline, key: str) -> tuple[np.ndarray, np.ndarray]:
+    """|estimate - truth| and the reported σ (degrees) per hour and angle (yaw, pitch, roll) of camera
+    ``key``'s rows."""
     rows = p.rows()
     cam = p.fleet.camera(key)
     mine = rows[(rows["deployment"] == cam.deployment) & (rows["device_id"] == cam.name)]
-    errors = []
+    errors, sigmas = [], []
     for _, row in mine.iterrows():
         assert row["success"], row["failure_logs"]
         truth = true_drift(p.resources["storage"], cam, row["timestamp"])
         errors.append(
             np.abs(np.subtract((row["yaw_offset"], row["pitch_offset"], row["roll_offset"]), truth))
         )
-    return np.array(errors)
+        sigmas.append([row["sigma_yaw"], row["sigma_pitch"], row["sigma_roll"]])
+    return np.array(errors), np.array(sigmas, dtype=float)
+
+
+def _errors(p: Pipeline, key: str) -> np.ndarray:
+    """|estimate - truth| (degrees) per hour and angle of camera ``key``'s rows."""
+    return _errors_and_sigmas(p, key)[0]
 
 
 def test_self_calibrated_intrinsics_meet_the_targets_and_drift_as_well_as_the_chessboard(
@@ -79,17 +87,30 @@ def test_self_calibrated_intrinsics_meet_the_targets_and_drift_as_well_as_the_ch
     version = current(storage, cam.deployment, cam.name, "intrinsics")
     assert version.provenance["method"] == "self" and version.provenance["reference_version"] == 1
     assert 0 < version.provenance["rms_px"] < 1.0
+    stored = load_calibration_uncertainty(storage, cam, version)  # what orientation_offsets passes on
+    assert stored is not None and np.all(np.linalg.eigvalsh(stored.covariance) > 0)
     board = current(storage, cam.deployment, "board", "intrinsics")
     assert board.provenance["method"] == "chessboard"
 
     hours = recent_hours(datetime.now(UTC), 2)
     assert p.run_range("capture_queries", hours).success
     assert p.run_range("estimate_offsets", hours).success
-    errors = {key: _errors(p, key) for key in ("site__board", "site__self")}
+    measured = {key: _errors_and_sigmas(p, key) for key in ("site__board", "site__self")}
+    errors = {key: e for key, (e, _) in measured.items()}
+    z = {key: e / s for key, (e, s) in measured.items()}
     print(
         f"\nself-calibration: focal error {100 * focal_error:.4f} %, principal point {pp_error:.3f} px; "
         f"max drift error chessboard {errors['site__board'].max():.4f}°, "
-        f"self {errors['site__self'].max():.4f}°"
+        f"self {errors['site__self'].max():.4f}°; max |error|/σ chessboard {z['site__board'].max():.2f}, "
+        f"self {z['site__self'].max():.2f}; σ self {measured['site__self'][1].round(4).tolist()}"
     )
     assert errors["site__self"].shape == (2, 3)
-    assert errors["site__self"].max() <= max(errors["site__board"].max(), 0.005) + 0.002
+    # as good as the chessboard on the same hours: median and max error within 1.5x the twin's (or within
+    # 0.001° / 0.0045°, where both are near the noise of the true K: 16 hours measured, self 0.0005-0.0007°
+    # median, max 0.0042°, chessboard 0.0006-0.0019°, max 0.0038-0.0059°; the self-calibrated K without
+    # its covariance: median 0.0032°, max 0.0056°)
+    self_err, board_err = errors["site__self"], errors["site__board"]
+    assert np.median(self_err) <= max(1.5 * np.median(board_err), 0.001), (self_err, board_err)
+    assert self_err.max() <= max(1.5 * board_err.max(), 0.0045), (self_err, board_err)
+    # σ includes the self-calibration's uncertainty: |error| / σ sane (16 hours measured: at most 2.9)
+    assert z["site__self"].max() <= 3.5, z["site__self"]

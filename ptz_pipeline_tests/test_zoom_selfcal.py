@@ -12,9 +12,11 @@ from ptz_pipeline.assets.common import load_intrinsics
 from ptz_pipeline.demo import calibrate_simulated
 from ptz_pipeline.partitions import recent_hours
 from ptz_pipeline.resources.slack import SlackResource
+from ptz_pipeline.versions import current
 from ptz_pipeline_tests.test_intrinsics_selfcal import FOCAL_TARGET, GRID, _camera, _errors
 from ptz_pipeline_tests.test_pipeline import Pipeline, _write_devices
 
+pytest_plugins = ["ptz_pipeline_tests.servers"]
 pytestmark = pytest.mark.integration
 
 
@@ -51,3 +53,33 @@ def test_a_nonlinear_zoom_lens_gets_its_focal_curve_from_zoom_level_scans(tmp_pa
     assert p.run_range("capture_queries", hours).success
     assert p.run_range("estimate_offsets", hours).success
     assert _errors(p, cam.key).max() < 0.02
+
+
+def test_zoom_levels_too_far_apart_fail_the_intrinsics_with_a_reason_and_an_alert(
+    tmp_path: Path, slack_server
+) -> None:
+    """The same 10x exponential lens scanned at zoom levels 0.5 and 1 only (focal x3.2 apart): their frames
+    share no matches with the lower level's, so the fit holds zoom 0 alone. camera_intrinsics fails,
+    naming the levels and the ~1.8x rule, alerts on Slack and writes no version (no silent fallback to the
+    nominal table)."""
+    far = {**GRID, "horizontal_stops": 4, "pan_max": 135, "zoom_levels": [0.5, 1.0]}
+    zoom_cam = _camera(
+        "far", "self", far, zoom_max_ratio=10.0, zoom_curve="exponential",
+        dist_at_max_zoom=[0.0, 0.0, 0.0, 0.0, 0.0],
+    )  # fmt: skip
+    zoom_cam["zoom_focal_ratio"] = [[0.0, 1.0], [0.5, 3.16], [1.0, 10.0]]
+    slack = SlackResource(access_token=slack_server.token, base_url=slack_server.base_url)
+    p = Pipeline(tmp_path, _write_devices(tmp_path / "devices.yaml", {"site": [zoom_cam]}), slack)
+    cam = p.fleet.camera("site__far")
+    assert not calibrate_simulated(p.run, p.resources["storage"], cam)
+    failures = [
+        e.dagster_event.step_failure_data.error.message
+        for e in p.instance.all_logs(p.instance.get_runs()[0].run_id)
+        if e.dagster_event is not None and e.dagster_event.event_type_value == "STEP_FAILURE"
+    ]
+    assert len(failures) == 1, failures
+    assert "zoom levels [0.5, 1.0]" in failures[0] and "at most ~1.8x apart" in failures[0], failures[0]
+    assert "0 -> 0.5 (3.2x)" in failures[0], failures[0]
+    texts = [r.body["text"] for r in slack_server.requests]
+    assert any("site__far" in t and "zoom levels [0.5, 1.0]" in t for t in texts), texts
+    assert current(p.resources["storage"], cam.deployment, cam.name, "intrinsics") is None

@@ -115,10 +115,50 @@ def _zoom_model(cam: CameraConfig, result: SelfCalibration) -> tuple[ZoomModel, 
     return table, f"devices.yaml zoom_focal_ratio scaled to the focal length at zoom {level.zoom:g}"
 
 
+ZOOM_LEVEL_TOLERANCE = 0.01
+"""A configured zoom level (ONVIF 0..1) counts as calibrated when a calibrated level lies this close (the
+camera's reported zoom may differ a little from the commanded one)."""
+MAX_LEVEL_FOCAL_RATIO = 1.8
+"""Adjacent zoom levels whose focal lengths differ by more than this factor rarely share enough matches
+(the features' scale range) to be linked by the self-calibration."""
+
+
+def unlinked_zoom_levels(cam: CameraConfig, result: SelfCalibration) -> str | None:
+    """Why the self-calibration ``result`` leaves out zoom levels of devices.yaml ``reference.zoom`` and
+    ``reference.zoom_levels`` (each naming the levels and what to change), or None when it has them all:
+    without them the zoom curve would silently be extrapolated or come from the nominal table."""
+    configured = [cam.reference.zoom, *cam.reference.zoom_levels]
+    calibrated = np.array([lv.zoom for lv in result.levels])
+    missing = [z for z in configured if not np.any(np.abs(calibrated - z) <= ZOOM_LEVEL_TOLERANCE)]
+    if not missing:
+        return None
+    nominal = cam.nominal_zoom_model
+    far = [
+        f"{a:g} -> {b:g} ({nominal.focal(b) / nominal.focal(a):.2g}x)"
+        for a, b in zip(configured, configured[1:], strict=False)
+        if nominal.focal(b) / nominal.focal(a) > MAX_LEVEL_FOCAL_RATIO
+    ]
+    gaps = f"; nominal focal ratios over {MAX_LEVEL_FOCAL_RATIO:g}x: {', '.join(far)}" if far else ""
+    dropped = list(result.frames_dropped)
+    unlinked = ", ".join(dropped[:4]) + (", ..." if len(dropped) > 4 else "")
+    return (
+        f"zoom levels {[round(z, 4) for z in missing]} of devices.yaml reference.zoom_levels could not be "
+        f"linked to the scan (calibrated: {[round(float(z), 4) for z in calibrated]}; {len(dropped)} frames "
+        f"match no frame linked to the others: {unlinked or 'none'}){gaps}. Configure levels "
+        f"whose focal lengths are at most ~{MAX_LEVEL_FOCAL_RATIO:g}x apart (add levels in between), then "
+        "re-scan the reference"
+    )
+
+
 def _self_calibrated(
-    cam: CameraConfig, storage: ObjectStorageResource, estimation: DriftEstimationResource, log
+    cam: CameraConfig,
+    storage: ObjectStorageResource,
+    estimation: DriftEstimationResource,
+    slack: SlackResource,
+    log,
 ) -> _Calibration:
-    """Self-calibration (geometry.selfcal) from the current reference scan's frames and telemetry."""
+    """Self-calibration (geometry.selfcal) from the current reference scan's frames and telemetry. Fails
+    (alerting on Slack) when a configured zoom level is not in the fit."""
     reference, frames, fresh = _scan_frames(cam, storage, estimation)
     log.info(f"{cam.key}: self-calibrating from {len(frames)} frames of reference scan v{reference}")
     try:
@@ -128,9 +168,16 @@ def _self_calibrated(
         raise dg.Failure(
             f"{cam.key}: self-calibration from reference scan v{reference} failed: {exc}"
         ) from None
+    unlinked = unlinked_zoom_levels(cam, result)
+    if unlinked:
+        message = f"{cam.key}: self-calibration from reference scan v{reference}: {unlinked}"
+        slack.send_message(f"{ALERT_EMOJI} {message}")
+        raise dg.Failure(message)
     zoom_model, zoom_source = _zoom_model(cam, result)
     level = result.levels[0]
     intrinsics = level.intrinsics.with_focal(zoom_model.focal(0.0))  # K and distortion at zoom 0
+    scale = np.diag([intrinsics.fx / level.intrinsics.fx] * 2 + [1.0] * 7)  # fx, fy σ in proportion
+    covariance = scale @ result.covariance @ scale
     sigma = {k: round(float(v), 6) for k, v in result.sigma.items()}
     levels = [
         {
@@ -148,7 +195,7 @@ def _self_calibrated(
         method="self",
         intrinsics=intrinsics,
         rms=float(result.rms_px),
-        covariance=None,
+        covariance=covariance,
         zoom_model=zoom_model,
         provenance={
             "reference_version": reference,
@@ -200,12 +247,15 @@ def camera_intrinsics(
     """Intrinsics (K, distortion; pixels) by the camera's devices.yaml ``intrinsics`` method.
 
     ``chessboard`` (default): from the photos in ``{camera}/intrinsics/chessboard/``, with the fit's
-    covariance (orientation_offsets carries it into σ) and the zoom -> focal table devices.yaml
-    ``zoom_focal_ratio`` x the calibrated fx. ``self``: self-calibration (geometry.selfcal: bundle
-    adjustment of K, k1, k2 and every frame's rotation, telemetry as prior) of the CURRENT reference scan
-    (its stored features; frames without any are extracted now), K and distortion of its lowest zoom level;
+    covariance (orientation_offsets corrects the calibration with the reference scan and carries what
+    remains into σ) and the zoom -> focal table devices.yaml ``zoom_focal_ratio`` x the calibrated fx.
+    ``self``: self-calibration (geometry.selfcal: bundle adjustment of K, k1, k2 and every frame's rotation,
+    telemetry as prior) of the CURRENT reference scan (its stored features; frames without any are extracted
+    now), K and distortion of its lowest zoom level with the adjustment's covariance (tied fy and fixed p1,
+    p2, k3 included, :attr:`geometry.selfcal.SelfCalibration.covariance`), used as the chessboard's;
     with ``reference.zoom_levels`` the zoom -> focal (and distortion) model is the monotone fit through the
-    scanned levels, else the ratio table scaled to the calibrated level. Either way a new version
+    scanned levels (a configured level missing from the fit fails the asset, with a Slack alert, naming
+    it and what to change), else the ratio table scaled to the calibrated level. Either way a new version
     (ptz_pipeline.versions) of the seed's ``calibration.npz`` and ``zoom_model.json``, the method and the
     fit's RMS in its provenance; earlier versions stay for the hours they cover.
 
@@ -216,7 +266,7 @@ def camera_intrinsics(
     """
     cam = devices.camera(context.partition_key)
     if cam.intrinsics == "self":
-        calibration = _self_calibrated(cam, storage, estimation, context.log)
+        calibration = _self_calibrated(cam, storage, estimation, slack, context.log)
     else:
         calibration = _chessboard(cam, config, storage, context.log)
     version = store_intrinsics(
