@@ -30,7 +30,10 @@ def calibration_job_def(executor: str) -> dg.UnresolvedAssetJobDefinition:
     return dg.define_asset_job(
         "calibrate_camera",
         selection=dg.AssetSelection.groups("calibration"),
-        description="Intrinsics -> reference scan -> reference features -> R_align for one camera.",
+        description=(
+            "Reference scan -> reference features -> intrinsics (chessboard or self-calibrated) -> R_align "
+            "for one camera."
+        ),
         executor_def=k8s_calibration_executor() if executor == "k8s" else None,
     )
 
