@@ -17,10 +17,13 @@ the same simulated cameras; writes the 'selfcal' section of BENCHMARKS.md.
 3. Drift with the self-calibrated K. For each camera the scan above is the reference; query frames at zoom
    0 (pan ±10°, tilt ±5° from a scan stop) are rendered hours later, when the simulated mount has drifted,
    and geometry.drift.estimate_drift (DISK, mutual NN, photometric refinement) is run with the true K, the
-   chessboard K and the self-calibrated K (DISK). Error: |estimate - truth| of the joint drift per hour.
+   chessboard K and the self-calibrated K (DISK), each calibration without and with its covariance (as the
+   pipeline passes it: the reference scan corrects the calibration and σ includes what remains). Error:
+   |estimate - truth| of the joint drift per hour; |error| / σ of the worst angle.
 
-Run from the repository root: .venv/bin/python -m bench.selfcal [--quick]
-(``--quick``: two cameras, one hour each, no zoom curve; prints without writing BENCHMARKS.md)
+Run from the repository root: .venv/bin/python -m bench.selfcal [--quick] [--drift-only]
+(``--quick``: two cameras, one hour each, no zoom curve; ``--drift-only``: part 3 alone, DISK only; either
+prints without writing BENCHMARKS.md)
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ import torch
 from bench.offsets import TimedMatcher
 from bench.report import markdown_table, write_section
 from geometry.camera import Intrinsics, ZoomModel
-from geometry.drift import DriftConfig, FrameObservation, estimate_drift
+from geometry.drift import CalibrationUncertainty, DriftConfig, FrameObservation, estimate_drift
 from geometry.features import DiskExtractor, Features, SiftExtractor
 from geometry.intrinsics import calibrate_chessboard
 from geometry.matching import MutualNNMatcher
@@ -100,6 +103,8 @@ class Camera:
     features: dict[str, list[Features]]
     calibrations: dict[str, tuple[Intrinsics, float, float]]
     """Method -> (intrinsics at zoom 0, seconds, of which matching)."""
+    covariances: dict[str, np.ndarray]
+    """Method -> the calibration's covariance (9 x 9, geometry.intrinsics.CALIBRATION_PARAMETERS)."""
 
 
 def scan_stops(intr: Intrinsics) -> list[tuple[float, float]]:
@@ -147,6 +152,7 @@ def calibrate_camera(
         chessboard_photos(spec), CHESSBOARD_PATTERN, square_size_m=CHESSBOARD_SQUARE_M
     )
     calibrations = {"chessboard": (board.intrinsics, time.perf_counter() - t0, 0.0)}
+    covariances = {"chessboard": board.covariance}
     telemetry = with_telemetry_noise(stops, rng)
     features = {}
     for name, extractor in extractors.items():
@@ -157,10 +163,11 @@ def calibrate_camera(
         ]
         result, seconds, match_seconds = timed_selfcal(frames)
         calibrations[f"selfcal {name}"] = (result.intrinsics, seconds, match_seconds)
+        covariances[f"selfcal {name}"] = result.covariance
         print(
             f"  {name}: σ {result.sigma}, RMS {result.rms_px:.3f} px, {len(result.pairs)} pairs", flush=True
         )
-    return Camera(lens, spec, images, stops, features, calibrations)
+    return Camera(lens, spec, images, stops, features, calibrations, covariances)
 
 
 def intrinsics_section(cameras: list[Camera]) -> str:
@@ -279,8 +286,9 @@ def drift_section(
     cameras: list[Camera], disk: DiskExtractor, hours: list[float], rng: np.random.Generator
 ) -> str:
     matcher = MutualNNMatcher(device="cpu")
-    variants = ["truth", "chessboard", "selfcal disk"]
+    variants = ["truth"] + [f"{m}{c}" for m in ("chessboard", "selfcal disk") for c in ("", " + covariance")]
     errs: dict[str, list[np.ndarray]] = {v: [] for v in variants}
+    z: dict[str, list[float]] = {v: [] for v in variants}
     failures = dict.fromkeys(variants, 0)
     for cam in cameras:
         greys = [grey(im) for im in cam.images]
@@ -294,7 +302,13 @@ def drift_section(
             images = [render_frame(cam.spec, "cam", p, tl, 0.0, t) for p, tl in stops]
             feats = [disk.extract(im) for im in images]
             for variant in variants:
-                intr = cam.spec.intrinsics if variant == "truth" else cam.calibrations[variant][0]
+                method = variant.removesuffix(" + covariance")
+                intr = cam.spec.intrinsics if variant == "truth" else cam.calibrations[method][0]
+                uncertainty = (
+                    CalibrationUncertainty(intr, cam.covariances[method])
+                    if variant.endswith("covariance")
+                    else None
+                )
                 references = [
                     FrameObservation(f, p, tl, 0.0, intr, f"r{i}", image=g)
                     for i, (f, (p, tl), g) in enumerate(
@@ -305,30 +319,54 @@ def drift_section(
                     FrameObservation(f, p, tl, 0.0, intr, f"q{i}", image=grey(im))
                     for i, (f, (p, tl), im) in enumerate(zip(feats, stops, images, strict=True))
                 ]
-                joint = estimate_drift(queries, references, matcher, DriftConfig()).joint
+                joint = estimate_drift(
+                    queries, references, matcher, DriftConfig(), calibration=uncertainty
+                ).joint
                 if joint.success:
                     errs[variant].append(np.abs([joint.yaw_deg, joint.pitch_deg, joint.roll_deg] - truth))
+                    sigma = [joint.sigma_yaw_deg, joint.sigma_pitch_deg, joint.sigma_roll_deg]
+                    z[variant].append(float(np.max(errs[variant][-1] / np.array(sigma))))
                 else:
                     failures[variant] += 1
             print(f"  drift {cam.lens.name} +{hour} h: {[e[-1].round(5).tolist() for e in errs.values()]}")
     rows = []
     for variant in variants:
         e = np.array(errs[variant]).reshape(-1, 3)
-        rows.append([variant, len(e), failures[variant], *np.median(e, axis=0), *np.max(e, axis=0)])
+        rows.append(
+            [
+                variant,
+                len(e),
+                failures[variant],
+                *np.median(e, axis=0),
+                *np.max(e, axis=0),
+                max(z[variant], default=np.nan),
+            ]
+        )
     headers = ["K", "hours", "failed", *(f"median |{a}| err °" for a in ("yaw", "pitch", "roll"))]
-    headers += [f"max |{a}| err °" for a in ("yaw", "pitch", "roll")]
-    ratio = np.max(rows[2][3:6]) / np.max(rows[1][3:6])
+    headers += [f"max |{a}| err °" for a in ("yaw", "pitch", "roll")] + ["max |err|/σ"]
+    by_variant = {row[0]: row for row in rows}
+
+    def ratio(columns: slice, suffix: str) -> float:
+        """Worst angle's error over ``columns``, self-calibrated K / chessboard K (``suffix``: covariance)."""
+        own, board = by_variant[f"selfcal disk{suffix}"], by_variant[f"chessboard{suffix}"]
+        return float(np.max(own[columns]) / np.max(board[columns]))
+
+    medians, maxima = ([ratio(c, s) for s in ("", " + covariance")] for c in (slice(3, 6), slice(6, 9)))
     return "\n".join(
         [
             "### 3. Drift with the self-calibrated K",
             "",
             f"{len(cameras)} cameras x {len(hours)} hours ({', '.join(f'+{h:g} h' for h in hours)} after "
             f"the scan), {QUERIES_PER_HOUR} query frames per hour at zoom 0, typical nuisances; the scan's "
-            "frames (exact telemetry) are the reference; joint drift per hour.",
+            "frames (exact telemetry) are the reference; joint drift per hour. '+ covariance': the "
+            "calibration passed with its covariance (as the pipeline does): the reference scan corrects it "
+            "and σ includes what remains; max |err|/σ of the worst angle per hour.",
             "",
             markdown_table(headers, rows),
             "",
-            f"Worst median angle error, self-calibrated K / chessboard K: **{ratio:.2g}x**.",
+            "Worst median angle error, self-calibrated K / chessboard K: "
+            f"**{medians[0]:.2g}x** without covariances, **{medians[1]:.2g}x** with them; worst max angle "
+            f"error: {maxima[0]:.2g}x without, {maxima[1]:.2g}x with.",
         ]
     )
 
@@ -336,20 +374,21 @@ def drift_section(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="two cameras, one hour; print only")
+    parser.add_argument("--drift-only", action="store_true", help="part 3 alone (DISK); print only")
     args = parser.parse_args()
     torch.set_num_threads(2)
     start = time.perf_counter()
     rng = np.random.default_rng(2026)
     disk = DiskExtractor(model_dir(), device="cpu")
-    extractors = {"disk": disk, "sift": SiftExtractor()}
+    extractors = {"disk": disk} if args.drift_only else {"disk": disk, "sift": SiftExtractor()}
     lenses = LENSES[:2] if args.quick else LENSES
     cameras = []
     for lens, seed in zip(lenses, CAMERA_SEEDS, strict=False):
         print(f"[{time.perf_counter() - start:6.0f} s] {lens.name}", flush=True)
         cameras.append(calibrate_camera(lens, seed, extractors, rng))
-    sections = [intrinsics_section(cameras)]
-    print(sections[-1], flush=True)
-    if not args.quick:
+    sections = [] if args.drift_only else [intrinsics_section(cameras)]
+    print(*sections, flush=True)
+    if not (args.quick or args.drift_only):
         sections.append(zoom_section(disk))
         print(sections[-1], flush=True)
     hours = [5.0] if args.quick else [3.0, 9.0, 15.0]
@@ -357,7 +396,7 @@ def main() -> None:
     print(sections[-1])
     total = time.perf_counter() - start
     body = "\n\n".join([f"torch threads {torch.get_num_threads()}; whole bench {total:.0f} s.", *sections])
-    if not args.quick:
+    if not (args.quick or args.drift_only):
         write_section("selfcal", COMMAND, body)
 
 
