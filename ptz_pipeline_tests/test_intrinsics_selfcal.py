@@ -105,12 +105,12 @@ def test_self_calibrated_intrinsics_meet_the_targets_and_drift_as_well_as_the_ch
         f"self {z['site__self'].max():.2f}; σ self {measured['site__self'][1].round(4).tolist()}"
     )
     assert errors["site__self"].shape == (2, 3)
-    # as good as the chessboard on the same hours: median and max error within 1.5x the twin's (or within
-    # 0.001° / 0.0045°, where both are near the noise of the true K: 16 hours measured, self 0.0005-0.0007°
-    # median, max 0.0042°, chessboard 0.0006-0.0019°, max 0.0038-0.0059°; the self-calibrated K without
-    # its covariance: median 0.0032°, max 0.0056°)
+    # as good as the chessboard on the same hours: median and max error within 1.5x the twin's, or within
+    # 0.0015° / 0.005° (the twin's own range: 16 hours measured, self median 0.0005-0.0007°, max 0.0042°;
+    # chessboard median 0.0006-0.0019°, max 0.0038-0.0059°). The median tells the covariance's effect:
+    # the self-calibrated K stored without it measured median 0.0032°, max 0.0056°.
     self_err, board_err = errors["site__self"], errors["site__board"]
-    assert np.median(self_err) <= max(1.5 * np.median(board_err), 0.001), (self_err, board_err)
-    assert self_err.max() <= max(1.5 * board_err.max(), 0.0045), (self_err, board_err)
+    assert np.median(self_err) <= max(1.5 * np.median(board_err), 0.0015), (self_err, board_err)
+    assert self_err.max() <= max(1.5 * board_err.max(), 0.005), (self_err, board_err)
     # σ includes the self-calibration's uncertainty: |error| / σ sane (16 hours measured: at most 2.9)
     assert z["site__self"].max() <= 3.5, z["site__self"]
