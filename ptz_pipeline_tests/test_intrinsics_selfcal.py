@@ -89,6 +89,9 @@ def test_self_calibrated_intrinsics_meet_the_targets_and_drift_as_well_as_the_ch
     assert 0 < version.provenance["rms_px"] < 1.0
     stored = load_calibration_uncertainty(storage, cam, version)  # what orientation_offsets passes on
     assert stored is not None and np.all(np.linalg.eigvalsh(stored.covariance) > 0)
+    sigma = np.sqrt(np.diag(stored.covariance))  # measured: fx 0.08 px, cx 0.14 px, cy 0.12 px
+    assert abs(intr.fx - truth.fx) <= 3.0 * sigma[0] and pp_error <= 3.0 * max(sigma[2:4])
+    assert version.provenance["covariance_sigma"]["fx"] == pytest.approx(sigma[0], rel=0.01)
     board = current(storage, cam.deployment, "board", "intrinsics")
     assert board.provenance["method"] == "chessboard"
 

@@ -8,7 +8,7 @@ import dagster as dg
 import numpy as np
 
 from geometry.camera import Intrinsics, ZoomModel
-from geometry.intrinsics import calibrate_chessboard, parse_pattern
+from geometry.intrinsics import CALIBRATION_PARAMETERS, calibrate_chessboard, parse_pattern
 from geometry.selfcal import ScanFrame, SelfCalibration, SelfCalibrationError, self_calibrate
 from ptz_pipeline import scans
 from ptz_pipeline.assets.common import current_version, store_intrinsics, versioned_result
@@ -179,6 +179,9 @@ def _self_calibrated(
     scale = np.diag([intrinsics.fx / level.intrinsics.fx] * 2 + [1.0] * 7)  # fx, fy σ in proportion
     covariance = scale @ result.covariance @ scale
     sigma = {k: round(float(v), 6) for k, v in result.sigma.items()}
+    # σ from the stored covariance: fixed p1, p2, k3 and the bias they could cause included
+    stored = np.sqrt(np.diag(covariance))
+    stored_sigma = {name: float(f"{v:.3g}") for name, v in zip(CALIBRATION_PARAMETERS, stored, strict=True)}
     levels = [
         {
             "zoom": lv.zoom,
@@ -201,6 +204,7 @@ def _self_calibrated(
             "reference_version": reference,
             "rms_px": float(result.rms_px),
             "sigma": sigma,
+            "covariance_sigma": stored_sigma,
             "zoom_levels": levels,
             "zoom_curve": zoom_source,
             "frames_used": len(result.frames_used),
@@ -211,6 +215,7 @@ def _self_calibrated(
             "sigma_f_px": sigma["f"],
             "sigma_cx_px": sigma["cx"],
             "sigma_cy_px": sigma["cy"],
+            "covariance_sigma": dg.MetadataValue.json(stored_sigma),
             "k1": round(float(level.intrinsics.dist[0]), 5),
             "k2": round(float(level.intrinsics.dist[1]), 5),
             "zoom_levels": dg.MetadataValue.json(levels),
