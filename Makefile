@@ -34,6 +34,8 @@ bench: setup
 	$(PY) -m bench.trend
 	$(PY) -m bench.parallax
 	$(PY) -m bench.sigma
+	$(PY) -m bench.selfcal
+	$(PY) -m bench.proposals
 
 ui: setup
 	DAGSTER_HOME=$(CURDIR)/.demo/dagster_home PTZ_DATA_DIR=$(CURDIR)/.demo/data PTZ_DEPLOYMENT=local \
