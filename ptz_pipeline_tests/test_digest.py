@@ -7,8 +7,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
+import numpy as np
 
-from ptz_pipeline.assets.digest import slack_digest
+from ptz_pipeline.assets.digest import slack_digest, sparkline
 from ptz_pipeline.partitions import camera_hour_key, hour_key
 from ptz_pipeline.resources.slack import SlackResource
 from ptz_pipeline.results import ResultRow
@@ -70,3 +71,16 @@ def test_digest_sums_up_each_deployment_in_one_message(tmp_path: Path, monkeypat
     assert "cam-2: ALERT in 1 hours" in site_a and "worst yaw=+0.450° at 05:00 (threshold 0.3°)" in site_a
     assert "cam-3: FAILING (24/24 hours failed: camera unreachable)" in site_a
     assert "Cameras: 1 OK, 0 alerting, 0 failing" in next(t for t in texts if "site-b" in t)
+    # the week's series per camera, as camera_drift plots it: one character per 6 hours, NaN where no row;
+    # the day is the last 4 characters; cam-2's yaw peaks in the bucket holding 05:00 (0.45 among 0.1s)
+    cam2_series = site_a.split("cam-2: ")[1].splitlines()[1]
+    yaw = cam2_series.split("yaw ")[1].split(" ")[0]
+    assert yaw == "·" * 24 + "█▁▁▁", cam2_series
+    assert "+0.100..+0.158°" in cam2_series  # the 00-06 mean: (5 x 0.1 + 0.45) / 6 = 0.1583
+    assert "no data" in site_a.split("cam-3: ")[1].splitlines()[1]
+
+
+def test_sparkline_scales_min_to_max_and_marks_gaps() -> None:
+    assert sparkline(np.array([0.0, 0.5, 1.0, np.nan])) == "▁▅█·"
+    assert sparkline(np.array([2.0, 2.0])) == "▄▄"
+    assert sparkline(np.array([np.nan, np.nan])) == "··"

@@ -1,5 +1,6 @@
 """slack_digest (day): one Slack message per deployment summing up a UTC day: cameras OK / alerting / failing,
-the worst offsets, and each camera's drift trend over the last week."""
+the worst offsets, and each camera's drift over the last week (the series camera_drift plots, as one
+sparkline per angle) with its trend."""
 
 from datetime import datetime, timedelta
 
@@ -7,7 +8,7 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from geometry.trend import classify_trend
+from geometry.trend import OffsetHistory, classify_trend
 from ptz_pipeline.assets.drift import offset_history
 from ptz_pipeline.assets.offsets import ORIENTATION_OFFSETS
 from ptz_pipeline.assets.reports import daily_partitions
@@ -18,6 +19,44 @@ from ptz_pipeline.resources.slack import SlackResource
 from ptz_pipeline.results import within_threshold
 
 TREND_DAYS = 7
+SERIES_BUCKET_HOURS = 6
+"""The digest's sparklines: one character per this many hours of the last TREND_DAYS days (their mean)."""
+_LEVELS = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: np.ndarray) -> str:
+    """One character per value, scaled from the finite values' minimum (▁) to maximum (█); · where NaN."""
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return "·" * len(values)
+    low, span = finite.min(), finite.max() - finite.min()
+    return "".join(
+        "·" if not np.isfinite(v) else _LEVELS[round((v - low) / span * (len(_LEVELS) - 1)) if span else 3]
+        for v in values
+    )
+
+
+def series_line(hours: list[datetime], history: OffsetHistory, end: datetime) -> str:
+    """The camera's last TREND_DAYS days before ``end`` (UTC) as a sparkline per angle (means over
+    SERIES_BUCKET_HOURS hours; degrees, relative to the latest R_align version, as camera_drift plots them)
+    with each angle's range."""
+    n = TREND_DAYS * 24 // SERIES_BUCKET_HOURS
+    start = end - timedelta(days=TREND_DAYS)
+    buckets = np.full((n, 3), np.nan)
+    if hours:
+        age = np.array([(t - start).total_seconds() / 3600 for t in hours]) // SERIES_BUCKET_HOURS
+        for b in range(n):
+            inside = history.angles_deg[age == b]
+            count = np.isfinite(inside).sum(axis=0)
+            buckets[b] = np.where(count > 0, np.nansum(inside, axis=0) / np.maximum(count, 1), np.nan)
+    parts = []
+    for i, name in enumerate(("yaw", "pitch", "roll")):
+        column = buckets[:, i]
+        span = (
+            f"{np.nanmin(column):+.3f}..{np.nanmax(column):+.3f}°" if np.isfinite(column).any() else "no data"
+        )
+        parts.append(f"{name} {sparkline(column)} {span}")
+    return f"    {TREND_DAYS} days ({SERIES_BUCKET_HOURS} h means): " + " | ".join(parts)
 
 
 def camera_line(cam: CameraConfig, day_rows: pd.DataFrame, trend: str) -> tuple[str, str]:
@@ -71,7 +110,7 @@ def slack_digest(
     slack: SlackResource,
 ) -> dg.MaterializeResult:
     """Per deployment, one message: the day's cameras OK / alerting / failing, the worst offset (degrees) per
-    camera and the trend of its last week (geometry.trend)."""
+    camera, and its last week as sparklines per angle with the trend (geometry.trend)."""
     window = context.partition_time_window
     rows = iceberg.read_rows(start=window.start - timedelta(days=TREND_DAYS - 1), end=window.end)
     stamps = pd.to_datetime(rows["timestamp"], utc=True)
@@ -80,7 +119,10 @@ def slack_digest(
         lines = []
         for cam in deployment.cameras:
             mine = rows[(rows["deployment"] == deployment.name) & (rows["device_id"] == cam.name)]
-            trend = classify_trend(offset_history(mine)[1]).trend
-            lines.append(camera_line(cam, mine[stamps[mine.index] >= pd.Timestamp(window.start)], trend))
+            hours, history = offset_history(mine)
+            status, line = camera_line(
+                cam, mine[stamps[mine.index] >= pd.Timestamp(window.start)], classify_trend(history).trend
+            )
+            lines.append((status, f"{line}\n{series_line(hours, history, window.end)}"))
         deliveries[deployment.name] = slack.send_message(digest_text(deployment, window.start, lines))
     return dg.MaterializeResult(metadata={"deployments": dg.MetadataValue.json(deliveries)})
