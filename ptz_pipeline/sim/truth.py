@@ -15,6 +15,14 @@ def _mean_mount(spec: SimulatedBackend, times: list[datetime]) -> np.ndarray:
     return mean_rotation(np.stack([spec.R_WB(t) for t in times]))
 
 
+def mount_motion_deg(spec: SimulatedBackend, times: list[datetime]) -> float:
+    """Largest angle (degrees) between the mount at any of ``times`` (a scan's frames) and its mean over them:
+    how far the scan is from a rigid set of views, i.e. the scale of :func:`true_drift`'s approximation."""
+    mean = _mean_mount(spec, times)
+    cosines = [(np.trace(mean.T @ spec.R_WB(t)) - 1.0) / 2.0 for t in times]
+    return float(np.degrees(np.arccos(np.clip(min(cosines), -1.0, 1.0))))
+
+
 def true_drift(
     storage: scans.Storage, cam: CameraConfig, hour: datetime
 ) -> tuple[float, float, float] | None:
