@@ -18,6 +18,7 @@ from pyiceberg.catalog.sql import SqlCatalog
 from pyiceberg.schema import Schema
 from pyiceberg.table import Table
 
+from ptz_pipeline.resources import iceberg as iceberg_module
 from ptz_pipeline.resources.iceberg import CALIBRATION_SCHEMA, TABLE_NAME, IcebergResource
 from ptz_pipeline.results import COLUMNS, ResultRow
 from ptz_pipeline_tests.iceberg_catalogs import isolate_from_pyiceberg_config
@@ -358,3 +359,23 @@ def test_a_column_added_later_reads_null_in_old_rows(iceberg_any: IcebergResourc
         for name in ("success", "failure_logs", "yaw_offset", "sigma_roll", "inliers", "files_location"):
             assert got[name] == old[name] or (old[name] is None and pd.isna(got[name])), name
     assert frame.loc[new["partition_key"], newest] == new[newest]
+
+
+def test_old_metadata_files_are_deleted_beyond_the_kept_versions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each commit writes a metadata file; beyond the kept versions the oldest are deleted, so the warehouse
+    does not grow by one file per camera-hour commit forever. An older table gains the properties on open."""
+    warehouse = tmp_path / "warehouse"
+    iceberg = IcebergResource(warehouse_dir=str(warehouse))
+    iceberg.catalog.create_namespace("ptz")
+    iceberg.catalog.create_table(("ptz", TABLE_NAME), CALIBRATION_SCHEMA)  # as before the properties
+    monkeypatch.setitem(iceberg_module.TABLE_PROPERTIES, "write.metadata.previous-versions-max", "2")
+    start = datetime(2026, 11, 1, tzinfo=UTC)
+    for h in range(6):
+        written = row("site-a__cam-1", start + timedelta(hours=h))
+        iceberg.replace_rows([written["partition_key"]], [written])
+    table = iceberg.ensure_table()
+    assert table.properties["write.metadata.delete-after-commit.enabled"] == "true"
+    assert len(list(warehouse.rglob("*.metadata.json"))) == 3  # the current one and the 2 previous
+    assert len(iceberg.read_rows()) == 6

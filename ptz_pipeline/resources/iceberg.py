@@ -67,6 +67,15 @@ REPLACE_ATTEMPTS = 8
 ValidationException: a concurrent writer rewrote a data file this one deletes from) at most this often."""
 REPLACE_BACKOFF_S = 0.05
 """First wait (seconds) between replace attempts; doubled each attempt, with jitter."""
+METADATA_VERSIONS_KEPT = 100
+"""Table metadata files kept besides the current one: each commit writes one, and Iceberg deletes the oldest
+beyond this many after a commit (an hourly fleet commits ~24 x sites a day)."""
+TABLE_PROPERTIES = {
+    TableProperties.COMMIT_NUM_RETRIES: str(COMMIT_RETRIES),
+    TableProperties.METADATA_DELETE_AFTER_COMMIT_ENABLED: "true",
+    TableProperties.METADATA_PREVIOUS_VERSIONS_MAX: str(METADATA_VERSIONS_KEPT),
+}
+"""calibration_results' table properties, set on creation and on an older table when opened."""
 
 _SCALARS: dict[type, type[IcebergType]] = {
     str: StringType,
@@ -263,7 +272,7 @@ class IcebergResource(dg.ConfigurableResource):
                     self.identifier,
                     schema=CALIBRATION_SCHEMA,
                     partition_spec=_partition_spec(CALIBRATION_SCHEMA),
-                    properties={TableProperties.COMMIT_NUM_RETRIES: str(COMMIT_RETRIES)},
+                    properties=TABLE_PROPERTIES,
                 )
             )
         except TableAlreadyExistsError:  # another writer created it between the check and the create
@@ -279,7 +288,8 @@ class IcebergResource(dg.ConfigurableResource):
 
     @staticmethod
     def _evolve(table: Table) -> Table:
-        """Add the columns and partition fields ``table`` lacks (each change one commit, none if current)."""
+        """Add the columns, partition fields and TABLE_PROPERTIES ``table`` lacks (each change one commit,
+        none if current)."""
         if set(ResultRow.model_fields) - set(table.schema().column_names):
             with table.update_schema() as update:
                 update.union_by_name(_OPTIONAL_SCHEMA)  # v1/v2 tables cannot add required columns
@@ -287,6 +297,9 @@ class IcebergResource(dg.ConfigurableResource):
             with table.update_spec() as spec:
                 for source, transform, name in missing:
                     spec.add_field(source, transform, name)
+        if any(table.properties.get(key) != value for key, value in TABLE_PROPERTIES.items()):
+            with table.transaction() as transaction:
+                transaction.set_properties(TABLE_PROPERTIES)
         return table
 
     def replace_rows(
