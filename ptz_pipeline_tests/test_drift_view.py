@@ -22,6 +22,7 @@ from ptz_pipeline.partitions import camera_hour_key, camera_partitions, hour_key
 from ptz_pipeline.plots import MARK_BGR, drift_plot_png
 from ptz_pipeline.results import ResultRow
 from ptz_pipeline.settings import local_resources
+from ptz_pipeline_tests.rows import estimate_row
 
 CAMERAS = {"site-a": ["cam-1", "cam-2"], "site-b": ["cam-3"]}
 
@@ -61,19 +62,8 @@ def _history(resources: dict, step_at: int = 30, hours: int = 48) -> None:
         if h == 10:
             rows.append(ResultRow(**common, success=False, failure_logs="camera unreachable"))
             continue
-        yaw, pitch, roll = (0.2 if h >= step_at else 0.0, 0.05, -0.02) + rng.normal(0, 0.002, 3)
-        rows.append(
-            ResultRow(
-                **common,
-                success=True,
-                yaw_offset=yaw,
-                pitch_offset=pitch,
-                roll_offset=roll,
-                sigma_yaw=0.002,
-                sigma_pitch=0.002,
-                sigma_roll=0.002,
-            )  # fmt: skip
-        )
+        angles = np.add((0.2 if h >= step_at else 0.0, 0.05, -0.02), rng.normal(0, 0.002, 3))
+        rows.append(estimate_row("site-a__cam-1", t, angles))
     resources["iceberg"].replace_rows([r.partition_key for r in rows], rows)
 
 
@@ -135,19 +125,10 @@ def _applied_history(resources: dict, step_deg: tuple[float, float, float], step
             drift_angles(drift_matrix(*proposal).T @ truth if applied else truth), rng.normal(0, 0.002, 3)
         )
         rows.append(
-            ResultRow(
-                deployment="site-a",
-                device_id="cam-1",
-                timestamp=t,
-                mode="passive",
-                partition_key=str(camera_hour_key("site-a__cam-1", hour_key(t))),
-                success=True,
-                yaw_offset=reported[0],
-                pitch_offset=reported[1],
-                roll_offset=reported[2],
-                sigma_yaw=0.002,
-                sigma_pitch=0.002,
-                sigma_roll=0.002,
+            estimate_row(
+                "site-a__cam-1",
+                t,
+                reported,
                 reference_version=1,
                 intrinsics_version=1,
                 r_align_version=2 if applied else 1,

@@ -18,10 +18,10 @@ import pytest
 from geometry.alignment import save_r_align
 from ptz_pipeline import proposals, scans, versions
 from ptz_pipeline.assets.proposal import R_ALIGN_PROPOSAL, r_align_proposal
-from ptz_pipeline.partitions import camera_hour_key, camera_partitions, hour_key
+from ptz_pipeline.partitions import camera_partitions
 from ptz_pipeline.resources.slack import SlackResource
-from ptz_pipeline.results import ResultRow
 from ptz_pipeline.settings import local_resources
+from ptz_pipeline_tests.rows import estimate_row
 
 if TYPE_CHECKING:
     from ptz_pipeline_tests.servers import SlackServer
@@ -62,24 +62,7 @@ def _rows(resources: dict, first: int, last: int) -> None:
     for h in range(first, last):
         t = start + timedelta(hours=h)
         angles = np.add(STEP_DEG if h >= 10 else (0.0, 0.0, 0.0), rng.normal(0, 0.002, 3))
-        rows.append(
-            ResultRow(
-                deployment="site-a",
-                device_id="cam-1",
-                timestamp=t,
-                mode="passive",
-                partition_key=str(camera_hour_key(KEY, hour_key(t))),
-                success=True,
-                yaw_offset=angles[0],
-                pitch_offset=angles[1],
-                roll_offset=angles[2],
-                sigma_yaw=0.002,
-                sigma_pitch=0.002,
-                sigma_roll=0.002,
-                reference_version=1,
-                r_align_version=1,
-            )
-        )
+        rows.append(estimate_row(KEY, t, angles, reference_version=1, r_align_version=1))
     resources["iceberg"].replace_rows([r.partition_key for r in rows], rows)
 
 
