@@ -41,7 +41,6 @@ import time
 import tracemalloc
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from unittest import mock
@@ -83,15 +82,6 @@ query PartitionStatus($assetKey: AssetKeyInput!) {
 }
 """
 """The partition-status part of the UI's PartitionHealthQuery for a camera x hour asset."""
-SITE_HOUR = replace(E2E, grid_pans=11)
-"""The site-hour's cameras: bench.pipeline's 640x480 active cameras (5 query stops, each 20° of pan past a
-reference stop) with a reference scan of 11 stops 30° apart (hfov 60°), so neighbouring reference frames
-overlap and the scan corrects the chessboard calibration. With E2E's 6 stops 60° apart they share no view:
-the chessboard's focal/distortion error (within its σ, ~0.08 % in focal) then maps through the 20° off-grid
-stops to a constant yaw bias of up to 0.037° per camera with σ ~0.0006° (measured, 3 cameras x 2 hours; the
-same frames with the true lens: <= 0.0008°); with 11 stops <= 0.002°, |error|/σ <= 0.9."""
-
-
 def say(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
@@ -307,10 +297,10 @@ def site_hour(tmp: Path, n_cameras: int) -> dict:
 
     torch.set_num_threads(1)
     bench = Bench(
-        tmp, {"site-000": [camera_entry(f"cam-{i:02d}", i + 1, SITE_HOUR) for i in range(n_cameras)]},
+        tmp, {"site-000": [camera_entry(f"cam-{i:02d}", i + 1, E2E) for i in range(n_cameras)]},
         DriftEstimationResource(model_dir=str(model_dir())),
     )  # fmt: skip
-    say(f"site-hour sample: calibrating {n_cameras} cameras (DISK, {SITE_HOUR.width}x{SITE_HOUR.height})")
+    say(f"site-hour sample: calibrating {n_cameras} cameras (DISK, {E2E.width}x{E2E.height})")
     calibration_s = bench.calibrate(say)
     hours = recent_hours(datetime.now(UTC), 1)
     timers, estimation = CpuTimers(), bench.resources["estimation"]
@@ -420,9 +410,9 @@ def report(results: list[dict], sample: dict) -> str:
             f"### 2. One site-hour ({sample['cameras']} cameras) and the CPU of a camera-hour",
             "",
             f"One site of {sample['cameras']} simulated active cameras "
-            f"({SITE_HOUR.width}x{SITE_HOUR.height}, {len(SITE_HOUR.ptz_stops)} query stops, "
-            f"reference scan of {SITE_HOUR.grid_pans} stops "
-            f"{300 / (SITE_HOUR.grid_pans - 1):.0f}° apart, overlapping; chessboard intrinsics; calibration "
+            f"({E2E.width}x{E2E.height}, {len(E2E.ptz_stops)} query stops, "
+            f"reference scan of {E2E.grid_pans} stops "
+            f"{300 / (E2E.grid_pans - 1):.0f}° apart, overlapping; chessboard intrinsics; calibration "
             f"{sample['calibration_s']:.0f} s, not counted), then one "
             "`capture_queries` run and one `estimate_offsets` run over the site's hour "
             "(`execute_in_process`, SQLite, DISK on CPU, torch and BLAS on one thread). CPU seconds of the "

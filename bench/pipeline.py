@@ -81,7 +81,10 @@ class Scenario:
     width: int
     height: int
     ptz_stops: tuple[tuple[float, float, float], ...]
-    grid_pans: int = 6  # reference: one row at tilt -15 deg, pan 0..300 deg (60 deg hfov)
+    grid_pans: int = 11
+    """Reference: one row at tilt -15°, pan 0..300°, 30° apart at hfov 60°: neighbouring frames overlap, so
+    the scan corrects the chessboard calibration (6 stops 60° apart share no view: the fleet bench's
+    0.036°)."""
 
 
 E2E = Scenario(640, 480, ((20, -15, 0.0), (80, -12, 0.0), (140, -18, 0.0), (200, -15, 0.0), (260, -12, 0.0)))

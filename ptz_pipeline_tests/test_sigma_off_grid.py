@@ -16,7 +16,7 @@ from ptz_pipeline_tests.test_drift import R_ALIGN, IdMatcher, angles, sigmas, sy
 from ptz_pipeline_tests.test_sigma import CALIBRATED, COVARIANCE, TRUE
 
 REF_STOPS = [(float(pan), -15.0) for pan in range(0, 301, 60)]
-"""bench.pipeline's reference grid (6 stops, pan 0..300°, one row): neighbours 60° apart, hfov 60°."""
+"""bench.pipeline's former reference grid (6 stops, pan 0..300°, one row): neighbours 60° apart, hfov 60°."""
 QUERY_STOPS = [(20.0, -15.0), (80.0, -12.0), (140.0, -18.0), (200.0, -15.0), (260.0, -12.0)]
 """bench.pipeline's E2E query stops (the fleet bench's), zoom 0."""
 DRIFT = (0.3, -0.2, 0.1)
