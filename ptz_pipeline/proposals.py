@@ -25,6 +25,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, ValidationError
 from geometry.proposal import ProposalConfig
 from geometry.rotations import drift_angles, drift_matrix
 from ptz_pipeline import scans, versions
+from ptz_pipeline.results import ANGLES
 
 Angles = tuple[float, float, float]
 """(yaw, pitch, roll) in degrees (geometry.rotations.drift_matrix)."""
@@ -51,18 +52,6 @@ class Correction(BaseModel):
         return Correction(
             reference_version=self.reference_version, yaw_deg=yaw, pitch_deg=pitch, roll_deg=roll
         )
-
-
-def parse_correction_column(text: object) -> Angles | None:
-    """The (yaw, pitch, roll) degrees of a calibration_results row's ``r_align_correction`` text ("yaw +0.4000
-    pitch -0.1000 roll +0.0500", 4 decimals); None for a null / NaN cell. ValueError on any other text."""
-    if not isinstance(text, str):
-        return None
-    words = text.split()
-    if len(words) != 6 or tuple(words[0::2]) != ("yaw", "pitch", "roll"):
-        raise ValueError(f"r_align_correction: expected 'yaw Y pitch P roll R' (degrees), got {text!r}")
-    yaw, pitch, roll = (float(w) for w in words[1::2])
-    return (yaw, pitch, roll)
 
 
 def correction_of(version: versions.Version, reference_version: int) -> Correction | None:
@@ -163,9 +152,7 @@ def proposal_message(record: ProposalRecord) -> str:
         raise ValueError(f"{record.camera}: no proposal to announce ({record.reason})")
     angles = ", ".join(
         f"{name} {value:+.4f}° ± {sigma:.4f}°"
-        for name, value, sigma in zip(
-            ("yaw", "pitch", "roll"), record.delta_deg, record.delta_sigma_deg, strict=True
-        )
+        for name, value, sigma in zip(ANGLES, record.delta_deg, record.delta_sigma_deg, strict=True)
     )
     first, last = min(record.hours_used), max(record.hours_used)
     spread = "" if record.spread_deg is None else f", largest hour-to-mean angle {record.spread_deg:.4f}°"

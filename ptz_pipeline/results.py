@@ -23,6 +23,24 @@ DEFAULT_THRESHOLD_DEG = 0.5
 """|offset| above this (degrees) alerts unless a camera sets its own ``offset_threshold_deg``."""
 
 
+ANGLES = ("yaw", "pitch", "roll")
+"""The drift's angles, in the order every (yaw, pitch, roll) tuple of the project uses."""
+_CORRECTION_TEXT = "yaw {:+.4f} pitch {:+.4f} roll {:+.4f}"
+"""The ``r_align_correction`` column's text: the correction Δ_p in degrees, 4 decimals."""
+
+
+def parse_r_align_correction(text: object) -> tuple[float, float, float] | None:
+    """The (yaw, pitch, roll) degrees of a row's ``r_align_correction`` text (:data:`_CORRECTION_TEXT`);
+    None for a null / NaN cell. ValueError on any other text."""
+    if not isinstance(text, str):
+        return None
+    words = text.split()
+    if len(words) != 6 or tuple(words[0::2]) != ANGLES:
+        raise ValueError(f"r_align_correction: expected 'yaw Y pitch P roll R' (degrees), got {text!r}")
+    yaw, pitch, roll = (float(w) for w in words[1::2])
+    return (yaw, pitch, roll)
+
+
 def within_threshold(
     pitch: float | None, yaw: float | None, roll: float | None, success: bool, threshold_deg: float
 ) -> bool:
@@ -60,9 +78,7 @@ class UsedVersions:
             "intrinsics_version": self.intrinsics,
             "r_align_version": self.r_align,
             "version_note": self.note,
-            "r_align_correction": None
-            if correction is None
-            else "yaw {:+.4f} pitch {:+.4f} roll {:+.4f}".format(*correction),
+            "r_align_correction": None if correction is None else _CORRECTION_TEXT.format(*correction),
         }
 
 

@@ -16,7 +16,7 @@ from ptz_pipeline.devices import CameraConfig, Deployment
 from ptz_pipeline.resources.camera import DevicesResource
 from ptz_pipeline.resources.iceberg import IcebergResource
 from ptz_pipeline.resources.slack import SlackResource
-from ptz_pipeline.results import within_threshold
+from ptz_pipeline.results import ANGLES, within_threshold
 
 TREND_DAYS = 7
 SERIES_BUCKET_HOURS = 6
@@ -50,7 +50,7 @@ def series_line(hours: list[datetime], history: OffsetHistory, end: datetime) ->
             count = np.isfinite(inside).sum(axis=0)
             buckets[b] = np.where(count > 0, np.nansum(inside, axis=0) / np.maximum(count, 1), np.nan)
     parts = []
-    for i, name in enumerate(("yaw", "pitch", "roll")):
+    for i, name in enumerate(ANGLES):
         column = buckets[:, i]
         span = (
             f"{np.nanmin(column):+.3f}..{np.nanmax(column):+.3f}°" if np.isfinite(column).any() else "no data"
@@ -77,7 +77,7 @@ def camera_line(cam: CameraConfig, day_rows: pd.DataFrame, trend: str) -> tuple[
         for r in ok.itertuples()
     )
     status = "ALERT" if over else "OK"
-    name = ("yaw", "pitch", "roll")[worst[1]]
+    name = ANGLES[worst[1]]
     hour = pd.Timestamp(ok["timestamp"].iloc[worst[0]]).tz_convert("UTC")
     line = (
         f"- {cam.name}: {status}{f' in {over} hours' if over else ''}, {len(ok)}/{len(day_rows)} hours "

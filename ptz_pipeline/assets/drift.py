@@ -15,7 +15,7 @@ import pandas as pd
 
 from geometry.rotations import drift_angles, drift_matrix
 from geometry.trend import OffsetHistory, TrendResult, classify_trend
-from ptz_pipeline import proposals, scans
+from ptz_pipeline import scans
 from ptz_pipeline.assets.offsets import ORIENTATION_OFFSETS
 from ptz_pipeline.devices import CameraConfig
 from ptz_pipeline.grouped import GroupedOutcome, grouped_asset
@@ -24,9 +24,9 @@ from ptz_pipeline.plots import drift_plot_png
 from ptz_pipeline.resources.camera import DevicesResource
 from ptz_pipeline.resources.iceberg import IcebergResource
 from ptz_pipeline.resources.storage import ObjectStorageResource
+from ptz_pipeline.results import ANGLES, parse_r_align_correction
 
 CAMERA_DRIFT = dg.AssetKey("camera_drift")
-_ANGLES = ("yaw", "pitch", "roll")
 _VERSION_COLUMNS = ("r_align_version", "reference_version", "r_align_correction")
 
 
@@ -81,12 +81,12 @@ def drift_series(rows: pd.DataFrame) -> DriftSeries:
     hours = [t.to_pydatetime().astimezone(UTC) for t in pd.to_datetime(rows["timestamp"], utc=True)]
     n = len(rows)
     ok = rows["success"].astype(bool).to_numpy()
-    angles = np.where(ok[:, None], rows[[f"{a}_offset" for a in _ANGLES]].to_numpy(dtype=float), np.nan)
-    sigma = np.where(ok[:, None], rows[[f"sigma_{a}" for a in _ANGLES]].to_numpy(dtype=float), np.nan)
+    angles = np.where(ok[:, None], rows[[f"{a}_offset" for a in ANGLES]].to_numpy(dtype=float), np.nan)
+    sigma = np.where(ok[:, None], rows[[f"sigma_{a}" for a in ANGLES]].to_numpy(dtype=float), np.nan)
     column = {name: rows[name].tolist() if name in rows else [None] * n for name in _VERSION_COLUMNS}
     r_align = [_version(v) for v in column["r_align_version"]]
     reference = [_version(v) for v in column["reference_version"]]
-    corrections = [proposals.parse_correction_column(c) for c in column["r_align_correction"]]
+    corrections = [parse_r_align_correction(c) for c in column["r_align_correction"]]
     estimated = np.flatnonzero(ok & np.isfinite(angles).all(axis=1))
     target = r_align[estimated[-1]] if estimated.size else None
     latest: dict[int | None, np.ndarray] = {
@@ -160,7 +160,7 @@ def _camera_view(
     valid = np.flatnonzero(series.reported.valid.all(axis=1))
     latest = {
         f"latest_{a}_deg": round(float(series.reported.angles_deg[valid[-1], k]), 4) if valid.size else None
-        for k, a in enumerate(_ANGLES)
+        for k, a in enumerate(ANGLES)
     }
     metadata = {
         "trend": trend.trend,

@@ -43,7 +43,7 @@ from ptz_pipeline.resources.estimation import DriftEstimationResource
 from ptz_pipeline.resources.iceberg import IcebergResource
 from ptz_pipeline.resources.slack import SlackResource
 from ptz_pipeline.resources.storage import ObjectStorageResource
-from ptz_pipeline.results import ResultRow, UsedVersions
+from ptz_pipeline.results import ANGLES, ResultRow, UsedVersions
 
 ORIENTATION_OFFSETS = dg.AssetKey("orientation_offsets")
 OFFSET_CHECK = "offset_within_threshold"
@@ -198,9 +198,6 @@ def _camera_rows(
     return rows
 
 
-ANGLES = ("yaw", "pitch", "roll")
-
-
 def _signed_degrees(value: float) -> str:
     """``+0.61°`` style: signed, at most 3 decimals, trailing zeros dropped."""
     return f"{value:+.3f}".rstrip("0").rstrip(".") + "°"
@@ -230,7 +227,9 @@ def offset_check(row: ResultRow, threshold_deg: float) -> PartitionCheck:
         **{f"sigma_{a}_deg": round(sigmas[a], 4) for a in ANGLES if sigmas[a] is not None},
         "threshold_deg": threshold_deg,
     }
-    return PartitionCheck(OFFSET_CHECK, row.partition_key, not beyond, reason, metadata)
+    return PartitionCheck(
+        OFFSET_CHECK, row.partition_key, row.within_threshold(threshold_deg), reason, metadata
+    )
 
 
 @grouped_hourly_asset(
