@@ -121,16 +121,13 @@ def timed(fn: Callable[[], object], repeats: int = 3) -> tuple[float, float]:
 @contextmanager
 def code_location(instance: object) -> Iterator[object]:
     """The webserver's view of the code location ``ptz_pipeline.definitions`` (loaded in this process)."""
-    from dagster._core.remote_origin import InProcessCodeLocationOrigin
-    from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
     from dagster._core.workspace.context import WorkspaceProcessContext
     from dagster._core.workspace.load_target import InProcessWorkspaceLoadTarget
 
-    origin = InProcessCodeLocationOrigin(
-        LoadableTargetOrigin(module_name="ptz_pipeline.definitions", working_directory=str(REPO_ROOT)),
-        location_name="ptz_pipeline",
-    )
-    with WorkspaceProcessContext(instance, InProcessWorkspaceLoadTarget(origin)) as context:
+    from ptz_pipeline.demo import code_location_origin
+
+    load_target = InProcessWorkspaceLoadTarget(code_location_origin())
+    with WorkspaceProcessContext(instance, load_target) as context:
         yield context
 
 

@@ -122,6 +122,20 @@ def prepare_dagster_home(path: Path) -> Path:
     return path
 
 
+def code_location_origin():
+    """workspace.yaml's code location (``ptz_pipeline.definitions``) loaded in this process, as the webserver
+    and the UI's launchpad see it (Dagster has no public API for it)."""
+    from dagster._core.remote_origin import InProcessCodeLocationOrigin
+    from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
+
+    return InProcessCodeLocationOrigin(
+        LoadableTargetOrigin(
+            executable_path=sys.executable, module_name=CODE_LOCATION, working_directory=str(REPO_ROOT)
+        ),
+        location_name=CODE_LOCATION,
+    )
+
+
 class InstanceRuns:
     """Runs created through the Dagster instance as the UI's launchpad creates them (the code location's job
     snapshot, execution plan and origin, hence the repository label the Runs page, the Jobs pages and the
@@ -131,19 +145,10 @@ class InstanceRuns:
     """
 
     def __init__(self, instance) -> None:
-        from dagster._core.remote_origin import InProcessCodeLocationOrigin
-        from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
-
         if CODE_LOCATION in sys.modules:  # its defs read the environment at import: the demo's, not earlier
             importlib.reload(sys.modules[CODE_LOCATION])
         self.instance = instance
-        origin = InProcessCodeLocationOrigin(
-            LoadableTargetOrigin(
-                executable_path=sys.executable, module_name=CODE_LOCATION, working_directory=str(REPO_ROOT)
-            ),
-            location_name=CODE_LOCATION,
-        )
-        self.location = origin.create_location(instance)
+        self.location = code_location_origin().create_location(instance)
         [self.repository] = self.location.get_repositories().values()
 
     def run(
